@@ -1,0 +1,59 @@
+"""Objects from a composed config: datamodule, loss, LightningModule (also from a checkpoint)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from segsweep.checkpoint import CheckpointError, load_checkpoint
+from segsweep.class_weights import compute_class_weights
+from segsweep.datamodule import SceneDataModule
+from segsweep.module import SegmentationModule
+
+
+def class_weights(cfg: DictConfig, datamodule: SceneDataModule) -> torch.Tensor | None:
+    """``loss.class_weights`` (a strategy name or a list) as a tensor, from the train split's pixel counts."""
+    weights = cfg.loss.get("class_weights")
+    if weights is None:
+        return None
+    strategy = OmegaConf.to_object(weights) if OmegaConf.is_config(weights) else weights
+    return compute_class_weights(strategy, datamodule.class_pixel_counts)
+
+
+def build_module(cfg: DictConfig, datamodule: SceneDataModule, weights: torch.Tensor | None = None) -> SegmentationModule:
+    """The LightningModule of a composed config."""
+    loss = instantiate(cfg.loss) if weights is None else instantiate(cfg.loss, class_weights=weights)
+    return SegmentationModule(
+        net=instantiate(cfg.model),
+        loss=loss,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        class_names=datamodule.class_names,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        **cfg.get("module", {}),
+    )
+
+
+def instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Every ``_target_`` node of a config group such as ``callbacks`` or ``logger``."""
+    return [instantiate(node) for node in (group or {}).values() if node is not None and "_target_" in node]
+
+
+def load_module(path: str | Path, datamodule: SceneDataModule | None = None) -> tuple[SegmentationModule, DictConfig]:
+    """Rebuild the module saved in a checkpoint (file or run dir) and load its weights."""
+    checkpoint = load_checkpoint(path)
+    saved = checkpoint.get("hyper_parameters", {}).get("config")
+    if not saved:
+        raise CheckpointError(f"{path}: checkpoint has no saved config (hyper_parameters.config)")
+    cfg = OmegaConf.create(saved)
+    datamodule = datamodule or instantiate(cfg.data)
+    module = build_module(cfg, datamodule, class_weights(cfg, datamodule))
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit the network of its config ({str(error).splitlines()[0]})") from error
+    return module.eval(), cfg

@@ -1,0 +1,136 @@
+"""Lightning callbacks: the metrics file, prediction images and the TensorBoard HPARAMS summary."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from segsweep.files import write_json_atomic
+from segsweep.visualize import comparison_grid, to_uint8
+
+
+def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+    return {name: float(value) for name, value in sorted(metrics.items()) if name.startswith(prefix)}
+
+
+class MetricsFile(pl.Callback):
+    """Keeps ``metrics.json`` (status, config, best, test, history) up to date, written atomically."""
+
+    def __init__(self, dirpath: str, filename: str = "metrics.json") -> None:
+        self.path = Path(dirpath) / filename
+        self.history: list[dict[str, float]] = []
+        self.test: dict[str, float] = {}
+        self.extra: dict[str, Any] = {}
+        self._started = time.perf_counter()
+        self._elapsed_before = 0.0
+
+    def record(self, key: str, value: Any) -> None:
+        """Add a top-level entry (e.g. the class weights used) to the file."""
+        self.extra[key] = value
+
+    def best(self) -> dict[str, Any]:
+        scored = [entry for entry in self.history if not math.isnan(entry.get("val/mIoU", math.nan))]
+        if not scored:
+            return {"val/mIoU": None, "epoch": None}
+        top = max(scored, key=lambda entry: entry["val/mIoU"])
+        return {"val/mIoU": top["val/mIoU"], "epoch": int(top["epoch"])}
+
+    def write(self, pl_module: pl.LightningModule, status: str, error: str | None = None) -> None:
+        if pl_module.trainer.global_rank != 0:
+            return
+        write_json_atomic(
+            self.path,
+            {
+                "status": status,
+                "error": error,
+                "config": pl_module.hparams.get("config", {}),
+                "best": self.best(),
+                "test": self.test,
+                "history": self.history,
+                **self.extra,
+            },
+        )
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        entry: dict[str, float] = {"epoch": trainer.current_epoch}
+        entry.update(_scalars(trainer.callback_metrics, "val/"))
+        entry["time_s"] = round(self._elapsed_before + time.perf_counter() - self._started, 3)
+        self.history = [old for old in self.history if old["epoch"] != trainer.current_epoch] + [entry]
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.write(pl_module, "completed")
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.test = _scalars(trainer.callback_metrics, "test/")
+        self.write(pl_module, "completed")
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.write(pl_module, "failed", f"{type(exception).__name__}: {exception}")
+
+    def state_dict(self) -> dict[str, Any]:
+        elapsed = self._elapsed_before + time.perf_counter() - self._started
+        return {"history": self.history, "elapsed_s": elapsed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict["history"])
+        self._elapsed_before = float(state_dict["elapsed_s"])
+
+
+class PredictionImages(pl.Callback):
+    """Every ``every_n_epochs``, logs input / ground truth / prediction of fixed val scenes to TensorBoard."""
+
+    def __init__(self, every_n_epochs: int = 5, num_images: int = 6) -> None:
+        if every_n_epochs < 1 or num_images < 1:
+            raise ValueError("callbacks.prediction_images: every_n_epochs and num_images must be >= 1")
+        self.every_n_epochs, self.num_images = every_n_epochs, num_images
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        last_epoch = trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
+        due = (trainer.current_epoch + 1) % self.every_n_epochs == 0 or last_epoch or trainer.should_stop
+        if trainer.sanity_checking or not due or not isinstance(trainer.logger, TensorBoardLogger) or trainer.global_rank != 0:
+            return
+        dataset = trainer.datamodule.splits["val"]
+        count = min(self.num_images, len(dataset))
+        images = dataset.images[:count].to(pl_module.device).float() / 255.0
+        with torch.inference_mode():
+            predictions = pl_module(images).argmax(dim=1)
+        grid = comparison_grid(to_uint8(images), dataset.masks[:count].long(), predictions, trainer.datamodule.class_colors)
+        trainer.logger.experiment.add_image("val/predictions", grid, global_step=trainer.global_step)
+
+
+class TensorBoardHparams(pl.Callback):
+    """After testing, fills TensorBoard's HPARAMS tab: flattened config -> final metrics."""
+
+    def __init__(
+        self,
+        metrics: tuple[str, ...] = ("val/mIoU_best", "test/mIoU", "test/pixel_acc", "test/boundary_f1"),
+        per_class: bool = True,
+    ) -> None:
+        self.metrics, self.per_class = tuple(metrics), per_class
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not isinstance(trainer.logger, TensorBoardLogger) or trainer.global_rank != 0:
+            return
+        final = {
+            name: float(value)
+            for name, value in trainer.callback_metrics.items()
+            if name in self.metrics or (self.per_class and name.startswith("test/iou/"))
+        }
+        best = getattr(pl_module, "val_miou_best", None)
+        if "val/mIoU_best" in self.metrics and best is not None and best.update_called:
+            final["val/mIoU_best"] = float(best.compute())
+        config = {key: value for key, value in pl_module.hparams.get("config", {}).items() if key not in ("hydra", "paths")}
+        # A prefix keeps these single points out of the training curves of the same names.
+        trainer.logger.log_hyperparams(config, {f"hp/{name}": value for name, value in sorted(final.items())})
+        trainer.logger.save()

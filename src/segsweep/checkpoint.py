@@ -1,0 +1,55 @@
+"""Checkpoint files: written atomically, read with ``weights_only=True`` only."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from segsweep.files import write_atomic
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or unsafe to load."""
+
+
+def resolve_checkpoint(path: str | Path, name: str = "best.ckpt") -> Path:
+    """A checkpoint file, or a run directory meaning its ``checkpoints/<name>``."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / "checkpoints" / name
+        if not candidate.is_file():
+            raise CheckpointError(f"{path}: run directory has no checkpoints/{name}")
+        return candidate
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint does not exist")
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """The checkpoint dict; never unpickles arbitrary objects (``weights_only=True``)."""
+    path = resolve_checkpoint(path)
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: refused, it needs arbitrary unpickling to load ({first_line})") from error
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__})") from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path}: not a segsweep checkpoint (no state_dict)")
+    return checkpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O: temp file + rename on save, ``weights_only=True`` on load."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        write_atomic(path, lambda file: torch.save(checkpoint, file))
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return load_checkpoint(path, map_location=map_location)

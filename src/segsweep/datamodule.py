@@ -1,0 +1,174 @@
+"""LightningDataModule over the generated train/val/test scene splits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from segsweep.scenes import CLASS_COLORS, CLASS_NAMES, SceneSpec, generate_scenes, image_keys, uniform
+
+_STREAM_ORDER, _STREAM_FLIP = 11, 12
+
+
+def epoch_key(seed: int, epoch: int) -> int:
+    """A 32-bit key for everything random in one epoch of training (order, flips)."""
+    return int(image_keys(seed, "train", torch.tensor([epoch]))[0])
+
+
+class EpochSeededSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, epoch)``; the order is a function of (seed, epoch) alone.
+
+    Lightning calls ``set_epoch`` before each epoch, so a run resumed at epoch k replays the
+    order an uninterrupted run would have used, and the dataset can derive augmentation from
+    the epoch it receives with each index (also inside worker processes).
+    """
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
+        self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(epoch_key(self.seed, self.epoch) ^ _STREAM_ORDER)
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = range(self.size)
+        return ((index, self.epoch) for index in order)
+
+
+class SceneDataset(Dataset):
+    """Pre-generated scenes of one split; items are float images in [0, 1] and long masks."""
+
+    def __init__(self, images: Tensor, masks: Tensor, hflip_seed: int | None = None) -> None:
+        self.images, self.masks, self.hflip_seed = images, masks, hflip_seed
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
+        index, epoch = item if isinstance(item, tuple) else (item, 0)
+        image, mask = self.images[index].float().div_(255.0), self.masks[index].long()
+        if self.hflip_seed is not None:
+            key = torch.tensor([epoch_key(self.hflip_seed, epoch) ^ index])
+            if uniform(key, _STREAM_FLIP, 1)[0, 0] < 0.5:
+                image, mask = image.flip(-1), mask.flip(-1)
+        return image, mask
+
+
+class SceneDataModule(pl.LightningDataModule):
+    """Train/val/test splits of synthetic street scenes, generated once in ``setup``."""
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        train_size: int = 512,
+        val_size: int = 128,
+        test_size: int = 128,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        hflip: bool = True,
+        data_seed: int = 0,
+        order_seed: int = 0,
+        scene: dict[str, Any] | SceneSpec | None = None,
+        generate_batch: int = 512,
+        multiprocessing_context: str | None = None,
+    ) -> None:
+        super().__init__()
+        for key, value in (
+            ("image_size", image_size),
+            ("train_size", train_size),
+            ("val_size", val_size),
+            ("test_size", test_size),
+            ("batch_size", batch_size),
+        ):
+            if value < 1:
+                raise ValueError(f"data.{key} must be >= 1, got {value}")
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        self.image_size = image_size
+        self.split_sizes = {"train": train_size, "val": val_size, "test": test_size}
+        self.batch_size, self.num_workers, self.hflip = batch_size, num_workers, hflip
+        self.data_seed, self.order_seed = data_seed, order_seed
+        self.spec = scene if isinstance(scene, SceneSpec) else _scene_spec(scene or {})
+        self.generate_batch = generate_batch
+        self.multiprocessing_context = multiprocessing_context
+        self.splits: dict[str, SceneDataset] = {}
+
+    class_names: Sequence[str] = CLASS_NAMES
+    class_colors: Sequence[tuple[int, int, int]] = CLASS_COLORS
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def generate(self, split: str) -> tuple[Tensor, Tensor]:
+        """All images and masks of ``split``, generated in chunks to bound peak memory."""
+        size = self.split_sizes[split]
+        chunks = [
+            generate_scenes(
+                self.spec, self.data_seed, split, torch.arange(start, min(start + self.generate_batch, size)), self.image_size
+            )
+            for start in range(0, size, self.generate_batch)
+        ]
+        return torch.cat([images for images, _ in chunks]), torch.cat([masks for _, masks in chunks])
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in self.split_sizes:
+            if split not in self.splits:
+                hflip_seed = self.order_seed if split == "train" and self.hflip else None
+                self.splits[split] = SceneDataset(*self.generate(split), hflip_seed=hflip_seed)
+
+    @property
+    def class_pixel_counts(self) -> Tensor:
+        """Pixels of each class in the train split (for class-weighted losses)."""
+        self.setup("fit")
+        return torch.bincount(self.splits["train"].masks.flatten().long(), minlength=self.num_classes)
+
+    @property
+    def class_frequencies(self) -> Tensor:
+        counts = self.class_pixel_counts.double()
+        return counts / counts.sum()
+
+    def _loader(self, split: str, sampler: Sampler | None = None) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            self.splits[split],
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            multiprocessing_context=self.multiprocessing_context if workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", EpochSeededSampler(self.split_sizes["train"], self.order_seed))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+def _scene_spec(options: dict[str, Any]) -> SceneSpec:
+    """SceneSpec from a config mapping; unknown keys are an error naming the key."""
+    known = SceneSpec.__dataclass_fields__
+    for key in options:
+        if key not in known:
+            raise ValueError(f"data.scene.{key}: unknown key (choose from {', '.join(known)})")
+    return SceneSpec(
+        **{
+            key: tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
+            for key, value in options.items()
+        }
+    )

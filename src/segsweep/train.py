@@ -1,0 +1,95 @@
+"""Training entry point: ``python -m segsweep.train`` / ``segsweep-train`` (a Hydra app)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from segsweep.build import build_module, class_weights, instantiate_all
+from segsweep.callbacks import MetricsFile
+from segsweep.checkpoint import AtomicCheckpointIO
+from segsweep.config import CONFIG_DIR, validate
+from segsweep.datamodule import SceneDataModule
+from segsweep.files import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, then test the best checkpoint; returns the final metrics."""
+    validate(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule: SceneDataModule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    weights = class_weights(cfg, datamodule)
+    module = build_module(cfg, datamodule, weights)
+    callbacks = instantiate_all(cfg.get("callbacks"))
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=instantiate_all(cfg.get("logger")) or False, plugins=[AtomicCheckpointIO()]
+    )
+    metrics_file = next((callback for callback in callbacks if isinstance(callback, MetricsFile)), None)
+    if metrics_file is not None and weights is not None:
+        metrics_file.record("class_weights", dict(zip(datamodule.class_names, weights.tolist())))
+        log.info("class weights (%s): %s", cfg.loss.class_weights, metrics_file.extra["class_weights"])
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    has_best = trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path
+    trainer.test(module, datamodule=datamodule, ckpt_path="best" if has_best else None)
+    return {name: float(value) for name, value in trainer.callback_metrics.items()} | {
+        "val/mIoU_best": float(module.val_miou_best.compute()) if module.val_miou_best.update_called else math.nan
+    }
+
+
+def _record_failure(cfg: DictConfig, error: Exception) -> None:
+    """Mark the run failed in metrics.json, also when it failed before training began."""
+    if not HydraConfig.initialized():
+        return
+    path = Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
+    if path.is_file() and json.loads(path.read_text()).get("status") == "failed":
+        return
+    config = OmegaConf.to_container(cfg, resolve=False)
+    write_json_atomic(
+        path,
+        {
+            "status": "failed",
+            "error": f"{type(error).__name__}: {error}",
+            "config": config,
+            "best": {"val/mIoU": None, "epoch": None},
+            "test": {},
+            "history": [],
+        },
+    )
+
+
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Returns ``cfg.optimized_metric`` for hyperparameter sweepers."""
+    try:
+        metrics = train(cfg)
+    except Exception as error:
+        _record_failure(cfg, error)
+        if not _in_multirun():
+            raise
+        # One failing job must not end the sweep: it is recorded (metrics.json) and reported.
+        log.exception("job failed: %s", error)
+        return math.nan
+    metric = cfg.get("optimized_metric")
+    return metrics.get(metric) if metric else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Shared fixtures: compose the real Hydra configs into a tmp dir, run the real entry points."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict, read_write
+
+from segsweep.config import CONFIG_DIR
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose_config(overrides: Sequence[str], output_dir: Path, config_name: str = "train") -> DictConfig:
+    """The composed config as the app would see it, with ``hydra:`` resolvable and outputs in ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+        cfg.hydra.job.override_dirname = ""  # the launcher sets these for real jobs
+    HydraConfig.instance().set_config(cfg)
+    # The app's task function sees the config without its hydra node, as Hydra's run_job does it.
+    with read_write(cfg), open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
+    def make(*overrides: str, config_name: str = "train") -> DictConfig:
+        return compose_config(overrides, tmp_path / "run", config_name)
+
+    yield make
+    GlobalHydra.instance().clear()
+
+
+def run_module(
+    module: str, *args: str, cwd: Path | None = None, check: bool = True, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """``python -m module args`` in a subprocess, as a user would type it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd or REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{module} {' '.join(args)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
+    return result
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def fast_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real ``debug=fast`` training run through Hydra, shared by the tests that inspect its outputs."""
+    run_dir = tmp_path_factory.mktemp("fast") / "run"
+    run_module("segsweep.train", "debug=fast", f"hydra.run.dir={run_dir}")
+    return run_dir
