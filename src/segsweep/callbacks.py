@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
+import random
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from segsweep.files import write_json_atomic
+from segsweep.manifest import manifest, now
 from segsweep.visualize import comparison_grid, to_uint8
 
 
@@ -27,6 +30,7 @@ class MetricsFile(pl.Callback):
         self.history: list[dict[str, float]] = []
         self.test: dict[str, float] = {}
         self.extra: dict[str, Any] = {}
+        self.manifest: dict[str, Any] | None = None
         self._started = time.perf_counter()
         self._elapsed_before = 0.0
 
@@ -44,6 +48,8 @@ class MetricsFile(pl.Callback):
     def write(self, pl_module: pl.LightningModule, status: str, error: str | None = None) -> None:
         if pl_module.trainer.global_rank != 0:
             return
+        if self.manifest is not None:
+            self.manifest["end_time"] = now()
         write_json_atomic(
             self.path,
             {
@@ -53,12 +59,17 @@ class MetricsFile(pl.Callback):
                 "best": self.best(),
                 "test": self.test,
                 "history": self.history,
+                "manifest": self.manifest,
                 **self.extra,
             },
         )
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.perf_counter()
+        if self.manifest is None:
+            self.manifest = manifest(pl_module.hparams.get("config", {}).get("seed"), str(pl_module.device))
+        else:  # restored from a checkpoint: the same run, resumed
+            self.manifest.setdefault("resumed_at", []).append(now())
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -80,11 +91,41 @@ class MetricsFile(pl.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         elapsed = self._elapsed_before + time.perf_counter() - self._started
-        return {"history": self.history, "elapsed_s": elapsed}
+        return {"history": self.history, "elapsed_s": elapsed, "manifest": self.manifest}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict["history"])
         self._elapsed_before = float(state_dict["elapsed_s"])
+        self.manifest = state_dict.get("manifest")
+
+
+class RngState(pl.Callback):
+    """Saves the Python, NumPy and torch RNG states in checkpoints and restores them on resume.
+
+    Lightning checkpoints no RNG state; without it a resumed run draws different random numbers
+    (dropout, random augmentations a user adds) than the uninterrupted run would have.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        numpy_state = np.random.get_state()
+        state = {
+            "python": random.getstate(),
+            # as plain lists: checkpoints must load with weights_only=True
+            "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        version, internal, gauss_next = state_dict["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+        name, keys, *rest = state_dict["numpy"]
+        np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
 class PredictionImages(pl.Callback):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,11 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: refused, it needs arbitrary unpickling to load ({first_line})") from error
+        # torch names the forbidden object ("unsupported GLOBAL posix.system ..."); anything else is corruption
+        unsafe = re.search(r"(?:unsupported )?GLOBAL [\w.]+", str(error), flags=re.IGNORECASE)
+        if unsafe:
+            raise CheckpointError(f"{path}: refused, it needs arbitrary unpickling to load ({unsafe.group(0)})") from error
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt pickle data)") from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__})") from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from segsweep.scenes import CLASS_NAMES
@@ -26,9 +27,20 @@ def job_dirname(override_dirname: str, job_num: int | str) -> str:
     return override_dirname or str(job_num)
 
 
+def run_dir(ckpt_path: str | None, default: str) -> str:
+    """A run directory given as ``ckpt_path`` is continued in place; otherwise a new dir."""
+    return ckpt_path if ckpt_path and Path(ckpt_path).is_dir() else default
+
+
+def deterministic_default() -> bool | str:
+    """True on CPU (bit-identical reruns); 'warn' on GPU, where some kernels (CE's 2-D NLL) have no deterministic version."""
+    return "warn" if torch.cuda.is_available() else True
+
+
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("job_dirname"):
-        OmegaConf.register_new_resolver("job_dirname", job_dirname)
+    for name, resolver in (("job_dirname", job_dirname), ("run_dir", run_dir), ("deterministic_default", deterministic_default)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 register_resolvers()
@@ -56,3 +68,5 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(f"loss.class_weights has {len(weights)} values but there are {len(CLASS_NAMES)} classes")
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).exists():
         raise FileNotFoundError(f"ckpt_path: {cfg.ckpt_path} does not exist")
+    if cfg.get("resume") and not (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file():
+        raise FileNotFoundError(f"resume=true: {cfg.paths.output_dir} has no checkpoints/last.ckpt to resume from")

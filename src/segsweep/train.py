@@ -17,12 +17,21 @@ from omegaconf import DictConfig, OmegaConf
 
 from segsweep.build import build_module, class_weights, instantiate_all
 from segsweep.callbacks import MetricsFile
-from segsweep.checkpoint import AtomicCheckpointIO
+from segsweep.checkpoint import AtomicCheckpointIO, resolve_checkpoint
 from segsweep.config import CONFIG_DIR, validate
 from segsweep.datamodule import SceneDataModule
 from segsweep.files import write_json_atomic
 
 log = logging.getLogger(__name__)
+
+
+def fit_checkpoint(cfg: DictConfig) -> str | None:
+    """The checkpoint ``fit`` resumes from: the run's own last.ckpt, a given file, or a given run dir's last.ckpt."""
+    if cfg.get("resume"):
+        return str(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    if cfg.get("ckpt_path"):
+        return str(resolve_checkpoint(cfg.ckpt_path, "last.ckpt"))
+    return None
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -42,7 +51,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics_file.record("class_weights", dict(zip(datamodule.class_names, weights.tolist())))
         log.info("class weights (%s): %s", cfg.loss.class_weights, metrics_file.extra["class_weights"])
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=fit_checkpoint(cfg))
     has_best = trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path
     trainer.test(module, datamodule=datamodule, ckpt_path="best" if has_best else None)
     return {name: float(value) for name, value in trainer.callback_metrics.items()} | {

@@ -1,0 +1,132 @@
+"""Reruns give the same numbers, a killed run resumes exactly, failures are recorded, checkpoints are safe."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from segsweep.checkpoint import CheckpointError, load_checkpoint
+
+from .conftest import REPO_ROOT, read_metrics, run_module
+
+# Small but with enough batches per epoch that a kill lands inside an epoch.
+SMALL = [
+    "debug=fast",
+    "trainer.limit_train_batches=null",
+    "trainer.limit_val_batches=null",
+    "trainer.limit_test_batches=null",
+    "data.train_size=96",
+    "data.val_size=16",
+    "data.test_size=16",
+    "trainer.max_epochs=3",
+    "callbacks.rich_progress_bar=null",
+]
+
+
+def state(run_dir: Path, name: str = "last.ckpt") -> dict:
+    return torch.load(run_dir / "checkpoints" / name, weights_only=True, map_location="cpu")["state_dict"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    different = [key for key in a if not torch.equal(a[key], b[key])]
+    assert not different, different[:5]
+
+
+def numbers(run_dir: Path) -> dict:
+    """metrics.json without wall times and provenance, which legitimately differ between runs."""
+    metrics = read_metrics(run_dir)
+    history = [{key: value for key, value in entry.items() if key != "time_s"} for entry in metrics["history"]]
+    return {"best": metrics["best"], "test": metrics["test"], "history": history}
+
+
+def test_same_seed_gives_bit_identical_weights_and_metrics_for_any_worker_count(tmp_path):
+    runs = {}
+    for name, extra in (("a", []), ("b", []), ("workers", ["data.num_workers=2"])):
+        runs[name] = tmp_path / name
+        run_module("segsweep.train", *SMALL, "trainer.max_epochs=2", *extra, f"hydra.run.dir={runs[name]}")
+    assert read_metrics(runs["a"])["config"]["trainer"]["deterministic"] is True  # the CPU default
+    for other in ("b", "workers"):
+        assert_same_weights(state(runs["a"]), state(runs[other]))
+        assert numbers(runs["a"]) == numbers(runs[other])
+    other_seed = tmp_path / "seed"
+    run_module("segsweep.train", *SMALL, "trainer.max_epochs=2", "seed=7", f"hydra.run.dir={other_seed}")
+    assert numbers(other_seed) != numbers(runs["a"])
+
+
+def test_rerun_from_a_run_dirs_saved_config_reproduces_it(fast_run, tmp_path):
+    rerun = tmp_path / "rerun"
+    run_module("segsweep.train", "--config-path", str(fast_run / ".hydra"), "--config-name", "config", f"hydra.run.dir={rerun}")
+    assert numbers(rerun) == numbers(fast_run)
+
+
+def test_every_run_records_its_manifest(fast_run):
+    manifest = read_metrics(fast_run)["manifest"]
+    assert manifest["seed"] == 42 and manifest["device"] == "cpu"
+    assert manifest["command"][0] == "train.py" and "debug=fast" in manifest["command"]
+    assert {"torch", "pytorch-lightning", "hydra-core", "torchmetrics"} <= {k for k, v in manifest["packages"].items() if v}
+    assert manifest["start_time"] <= manifest["end_time"]
+    assert len(manifest["git_commit"] or "0" * 40) == 40 and manifest["git_dirty"] in (True, False, None)
+
+
+def last_epoch(run_dir: Path) -> int:
+    path = run_dir / "checkpoints" / "last.ckpt"
+    return torch.load(path, weights_only=True, map_location="cpu")["epoch"] if path.is_file() else -1
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_epoch_resumes_to_identical_weights_and_metrics(tmp_path):
+    uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+    run_module("segsweep.train", *SMALL, f"hydra.run.dir={uninterrupted}")
+
+    command = [sys.executable, "-m", "segsweep.train", *SMALL, f"hydra.run.dir={killed}"]
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while last_epoch(killed) < 0 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)  # epoch 0 is checkpointed: this lands in epoch 1
+    assert process.wait() == -signal.SIGKILL
+    assert last_epoch(killed) == 0 and not (killed / "metrics.json").exists()
+
+    run_module("segsweep.train", *SMALL, f"ckpt_path={killed}")  # continues in the killed run's own dir
+    assert_same_weights(state(uninterrupted), state(killed))
+    assert_same_weights(state(uninterrupted, "best.ckpt"), state(killed, "best.ckpt"))
+    assert numbers(killed) == numbers(uninterrupted)
+    assert read_metrics(killed)["manifest"]["resumed_at"]
+
+
+def test_resume_true_without_a_checkpoint_is_one_clear_line(tmp_path):
+    result = run_module("segsweep.train", "debug=fast", "resume=true", f"hydra.run.dir={tmp_path / 'empty'}", check=False)
+    assert result.returncode != 0
+    assert f"resume=true: {tmp_path / 'empty'} has no checkpoints/last.ckpt to resume from" in result.stderr
+
+
+def test_unknown_loss_lists_the_choices(tmp_path):
+    result = run_module("segsweep.train", "loss=hinge", f"hydra.run.dir={tmp_path / 'x'}", check=False)
+    assert result.returncode != 0
+    assert "Could not find 'loss/hinge'" in result.stderr and "dice_ce" in result.stderr
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo should-never-run",))
+
+
+def test_a_checkpoint_that_needs_unpickling_is_refused(tmp_path):
+    path = tmp_path / "tampered.ckpt"
+    torch.save({"state_dict": {}, "payload": Exploit()}, path)
+    with pytest.raises(CheckpointError, match="refused, it needs arbitrary unpickling"):
+        load_checkpoint(path)
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(os.urandom(256))
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(garbage)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.ckpt")
