@@ -121,4 +121,5 @@ def test_a_short_real_training_run_learns(tmp_path):
     assert metrics["best"]["val/mIoU"] > 0.5, metrics["history"]
     assert metrics["test"]["test/mIoU"] > 0.5
     curve = [entry["val/mIoU"] for entry in metrics["history"]]
+    assert [entry["epoch"] for entry in metrics["history"]] == [0, 1, 2, 3, 4]
     assert max(curve[-2:]) > curve[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -31,6 +32,7 @@ class MetricsFile(pl.Callback):
         self.test: dict[str, float] = {}
         self.extra: dict[str, Any] = {}
         self.manifest: dict[str, Any] | None = None
+        self._fit_done = False
         self._started = time.perf_counter()
         self._elapsed_before = 0.0
 
@@ -46,23 +48,28 @@ class MetricsFile(pl.Callback):
         return {"val/mIoU": top["val/mIoU"], "epoch": int(top["epoch"])}
 
     def write(self, pl_module: pl.LightningModule, status: str, error: str | None = None) -> None:
+        """Rank 0 writes; what this process does not know (e.g. the fit history when a spawned
+        DDP test runs in fresh processes) is kept from the file already written."""
         if pl_module.trainer.global_rank != 0:
             return
+        existing = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.history = self.history or existing.get("history", [])
+        self.test = self.test or existing.get("test", {})
+        self.manifest = self.manifest or existing.get("manifest")
         if self.manifest is not None:
             self.manifest["end_time"] = now()
-        write_json_atomic(
-            self.path,
-            {
-                "status": status,
-                "error": error,
-                "config": pl_module.hparams.get("config", {}),
-                "best": self.best(),
-                "test": self.test,
-                "history": self.history,
-                "manifest": self.manifest,
-                **self.extra,
-            },
-        )
+        content = {
+            **existing,
+            "status": status,
+            "error": error,
+            "config": pl_module.hparams.get("config", {}),
+            "best": self.best(),
+            "test": self.test,
+            "history": self.history,
+            "manifest": self.manifest,
+            **self.extra,
+        }
+        write_json_atomic(self.path, content)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.perf_counter()
@@ -80,6 +87,7 @@ class MetricsFile(pl.Callback):
         self.history = [old for old in self.history if old["epoch"] != trainer.current_epoch] + [entry]
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._fit_done = True
         self.write(pl_module, "completed")
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -94,6 +102,8 @@ class MetricsFile(pl.Callback):
         return {"history": self.history, "elapsed_s": elapsed, "manifest": self.manifest}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self._fit_done:  # testing the best checkpoint must not rewind the history to the best epoch
+            return
         self.history = list(state_dict["history"])
         self._elapsed_before = float(state_dict["elapsed_s"])
         self.manifest = state_dict.get("manifest")

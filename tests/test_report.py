@@ -1,0 +1,233 @@
+"""The sweep report: a real multirun and its report, failed/missing jobs, grouping, convergence, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+from PIL import Image
+from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+from segsweep.report import SweepReportCallback, build_report, convergence_epoch, main, summarize
+
+from .conftest import read_metrics, run_module
+
+CLASSES = ("background", "road", "car", "pedestrian")
+JOBS = {"loss=ce,seed=1", "loss=ce,seed=2", "loss=dice,seed=1", "loss=dice,seed=2"}
+# `trainer.max_epochs` is not one of conf/hydra/default.yaml's excluded keys; excluded here so jobs are named loss=...,seed=...
+EXCLUDE = (
+    "hydra.job.config.override_dirname.exclude_keys="
+    "[experiment,debug,hparams_search,hydra/launcher,paths.log_dir,trainer,trainer.max_epochs]"
+)
+PNGS = ("curves.png", "per_class_iou.png", "predictions.png")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A real 2 losses x 2 seeds multirun at debug=fast size; its report is written by the Hydra callback."""
+    sweep_dir = tmp_path_factory.mktemp("sweep") / "multirun"
+    result = run_module(
+        "segsweep.train",
+        "-m",
+        "loss=ce,dice",
+        "seed=1,2",
+        "debug=fast",
+        "trainer.max_epochs=2",
+        EXCLUDE,
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    return sweep_dir, result.stdout
+
+
+def stats(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def read_csv(path: Path) -> dict[str, dict[str, str]]:
+    with path.open() as file:
+        return {row["group"]: row for row in csv.DictReader(file)}
+
+
+def assert_png(path: Path) -> None:
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width >= 300 and image.height >= 200, (path, image.size)
+        image.verify()
+
+
+def test_a_real_sweep_has_named_jobs_tensorboard_runs_and_a_report(sweep):
+    sweep_dir, stdout = sweep
+    assert {path.name for path in sweep_dir.iterdir() if path.is_dir()} == JOBS
+    for name in JOBS:
+        assert read_metrics(sweep_dir / name)["status"] == "completed"
+        assert (sweep_dir / name / "checkpoints" / "best.ckpt").is_file()
+    multiplexer = EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(sweep_dir))
+    multiplexer.Reload()
+    assert set(multiplexer.Runs()) == JOBS  # one `tensorboard --logdir <sweep>` view, runs named by overrides
+
+    # written by SweepReportCallback when the multirun ended, and printed
+    assert "loss=dice" in stdout and "test" in stdout and "mIoU" in stdout
+    rows = read_csv(sweep_dir / "report.csv")
+    assert set(rows) == {"loss=ce", "loss=dice"}
+    metrics = {name: read_metrics(sweep_dir / name) for name in JOBS}
+    for group, row in rows.items():
+        jobs = [metrics[f"{group},seed={seed}"] for seed in (1, 2)]
+        assert (row["loss"], row["n_completed"], row["n_jobs"]) == (group.removeprefix("loss="), "2", "2")
+        for name in ("mIoU", "pixel_acc", "boundary_f1", *(f"iou_{cls}" for cls in CLASSES)):
+            mean, std = stats([job["test"][f"test/{name.replace('iou_', 'iou/')}"] for job in jobs])
+            assert float(row[f"test_{name}_mean"]) == pytest.approx(mean, rel=1e-12, abs=1e-12), name
+            assert float(row[f"test_{name}_std"]) == pytest.approx(std, rel=1e-12, abs=1e-12), name
+        wall = statistics.fmean(job["history"][-1]["time_s"] for job in jobs)
+        assert float(row["wall_time_s_mean"]) == pytest.approx(wall)
+    ranked = sorted(rows.values(), key=lambda row: int(row["rank"]))
+    assert float(ranked[0]["test_mIoU_mean"]) >= float(ranked[1]["test_mIoU_mean"])
+    best_val = max(entry["val/mIoU"] for job in metrics.values() for entry in job["history"])
+    assert float(ranked[0]["converge_threshold"]) == pytest.approx(0.9 * best_val)
+
+    text = (sweep_dir / "report.md").read_text()
+    winner, runner_up = ranked[0]["group"], ranked[1]["group"]
+    assert text.splitlines()[2].startswith(f"`{winner}` has the best test mIoU") and f"runner-up `{runner_up}`" in text
+    assert "Best on the rarest class (pedestrian)" in text and "| **" + winner + "** |" in text
+    assert "None: every job finished." in text
+    for png in PNGS:
+        assert f"]({png})" in text
+        assert_png(sweep_dir / png)
+    assert not list(sweep_dir.glob(".*.tmp")), "atomic writes leave no temp files"
+
+
+def test_the_cli_prints_the_table_and_rewrites_the_report(sweep):
+    sweep_dir, _ = sweep
+    (sweep_dir / "report.md").unlink()
+    result = run_module("segsweep.report", str(sweep_dir), "--num-images", "2", "--threshold", "0.01")
+    assert "loss=ce" in result.stdout and "loss=dice" in result.stdout and "best" in result.stdout
+    assert "0.010" in result.stdout  # the convergence threshold in the header
+    assert (sweep_dir / "report.md").is_file() and "threshold = set by hand (--threshold)" in (
+        sweep_dir / "report.md"
+    ).read_text()
+
+
+def test_failed_and_missing_jobs_are_reported_and_the_rest_compared(sweep, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    shutil.copytree(sweep[0], sweep_dir)
+    failed = sweep_dir / "loss=ce,seed=1" / "metrics.json"
+    failed.write_text(json.dumps(json.loads(failed.read_text()) | {"status": "failed", "error": "RuntimeError: boom"}))
+    (sweep_dir / "loss=dice,seed=2" / "metrics.json").unlink()  # killed
+    shutil.rmtree(sweep_dir / "loss=dice,seed=1" / "checkpoints")  # no checkpoint: left out of predictions.png
+
+    report = build_report(sweep_dir, num_images=2)
+    groups = {group.label: group for group in report.groups}
+    assert set(groups) == {"loss=ce", "loss=dice"}
+    for label, seed in (("loss=ce", 2), ("loss=dice", 1)):
+        group = groups[label]
+        assert (len(group.finished), len(group.jobs)) == (1, 2)
+        mean, std = group.stats["test/mIoU"]
+        assert mean == read_metrics(sweep_dir / f"{label},seed={seed}")["test"]["test/mIoU"] and math.isnan(std)
+    assert {job.name for job in report.failed} == {"loss=ce,seed=1", "loss=dice,seed=2"}
+    text = (sweep_dir / "report.md").read_text()
+    assert "- `loss=ce,seed=1`: failed: RuntimeError: boom" in text
+    assert "- `loss=dice,seed=2`: no metrics.json (killed, or still running)" in text
+    assert "`loss=dice` left out, none of its jobs has checkpoints/best.ckpt" in text
+    rows = read_csv(sweep_dir / "report.csv")
+    assert rows["loss=ce"]["n_completed"] == "1" and rows["loss=ce"]["test_mIoU_std"] == ""
+    for png in PNGS:
+        assert_png(sweep_dir / png)
+
+
+def test_convergence_epoch_counts_from_one_and_says_never():
+    history = [
+        {"epoch": 2, "val/mIoU": 0.7},
+        {"epoch": 0, "val/mIoU": 0.2},
+        {"epoch": 1, "val/mIoU": math.nan},
+        {"epoch": 3, "val/mIoU": 0.6},
+    ]
+    assert convergence_epoch(history, 0.1) == 1
+    assert convergence_epoch(history, 0.5) == 3  # first reached at the end of the third epoch (epoch index 2)
+    assert convergence_epoch(history, 0.7) == 3
+    assert convergence_epoch(history, 0.71) is None
+    assert convergence_epoch([], 0.1) is None
+
+
+def fake_job(job_dir: Path, overrides: list[str], test_miou: float, curve: list[float], status: str = "completed") -> None:
+    """A job dir as a multirun leaves it (overrides.yaml, metrics.json), without checkpoints."""
+    (job_dir / ".hydra").mkdir(parents=True)
+    (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    test = {"test/mIoU": test_miou, "test/pixel_acc": 0.9, "test/boundary_f1": 0.5, "test/loss": 0.3}
+    test |= {f"test/iou/{name}": test_miou + 0.01 * index for index, name in enumerate(CLASSES)}
+    history = [{"epoch": epoch, "val/mIoU": value, "time_s": 10.0 * (epoch + 1)} for epoch, value in enumerate(curve)]
+    metrics = {
+        "status": status,
+        "error": None,
+        "config": {},
+        "best": {"val/mIoU": max(curve), "epoch": 0},
+        "test": test,
+        "history": history,
+    }
+    (job_dir / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_a_sweep_over_the_learning_rate_is_grouped_by_it(tmp_path):
+    curves = {"0.001": [0.3, 0.5, 0.6], "0.01": [0.5, 0.9, 1.0]}
+    results = {"0.001": [0.50, 0.54, 0.52], "0.01": [0.70, 0.80, 0.75]}
+    for number, (lr, seed) in enumerate((lr, seed) for lr in curves for seed in (1, 2, 3)):
+        fake_job(
+            tmp_path / str(number),
+            ["experiment=loss_comparison", f"optimizer.lr={lr}", f"seed={seed}", "debug=fast"],
+            results[lr][seed - 1],
+            curves[lr],
+        )
+    report = build_report(tmp_path)  # plots on: no checkpoints, so predictions.png is skipped with a note
+    assert report.swept == ["optimizer.lr"]
+    assert [group.label for group in report.groups] == ["optimizer.lr=0.01", "optimizer.lr=0.001"]
+    for group in report.groups:
+        lr = group.params["optimizer.lr"]
+        assert group.stats["test/mIoU"] == pytest.approx(stats(results[lr]))
+        assert group.stats["test/iou/pedestrian"] == pytest.approx(stats([value + 0.03 for value in results[lr]]))
+        assert group.stats["wall_time_s"][0] == pytest.approx(30.0)
+    assert report.threshold == pytest.approx(0.9)  # 0.9 x the best val mIoU of any job
+    fast, slow = report.groups
+    assert fast.converge_epochs == [2, 2, 2] and slow.converge_epochs == [None, None, None]
+    assert "Fastest to converge: `optimizer.lr=0.01`" in report.headline and "0.230 ahead of the runner-up" in report.headline
+    assert "| optimizer.lr=0.001 | 3/3 | 0.520 ± 0.020 |" in (tmp_path / "report.md").read_text()
+    assert "| never |" in (tmp_path / "report.md").read_text()
+    assert {"curves", "per_class_iou"} <= set(report.paths) and "predictions" not in report.paths
+    assert_png(tmp_path / "curves.png")
+
+    only_seeds = tmp_path / "seeds"
+    for seed in (1, 2):
+        fake_job(only_seeds / f"seed={seed}", ["optimizer.lr=0.01", f"seed={seed}"], 0.5, [0.5])
+    (group,) = summarize(only_seeds).groups
+    assert group.label == "all jobs" and len(group.finished) == 2
+
+
+def test_bad_sweep_dirs_are_one_line_errors_with_exit_code_2(tmp_path, capsys):
+    missing = tmp_path / "no-such-sweep"
+    result = run_module("segsweep.report", str(missing), check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"segsweep-report: error: {missing}: no such directory"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([str(empty)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert str(empty) in line and "no Hydra jobs found" in line
+
+
+def test_the_hydra_callback_never_raises(tmp_path, caplog):
+    callback = SweepReportCallback()
+    with caplog.at_level(logging.ERROR, logger="segsweep.report"):
+        callback.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "gone")}}}))
+        callback.on_multirun_end(OmegaConf.create({}))  # no hydra node at all
+        fake_job(tmp_path / "sweep" / "0", ["seed=1"], 0.5, [0.5])
+        (tmp_path / "sweep" / "report.md").mkdir()  # writing report.md fails
+        callback.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}}))
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(str(tmp_path / "gone") in message and "no such directory" in message for message in messages)
+    assert len(messages) == 3 and str(tmp_path / "sweep") in messages[2]
