@@ -17,6 +17,12 @@ install: $(STAMP)
 train: $(STAMP)
 	$(BIN)/python -m segsweep.train $(ARGS)
 
+sweep: $(STAMP)
+	$(BIN)/python -m segsweep.train -m experiment=loss_comparison $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py $(ARGS)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
 

@@ -46,12 +46,18 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
 def load_module(path: str | Path, datamodule: SceneDataModule | None = None) -> tuple[SegmentationModule, DictConfig]:
     """Rebuild the module saved in a checkpoint (file or run dir) and load its weights."""
     checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path}: not a segsweep checkpoint (no state_dict)")
     saved = checkpoint.get("hyper_parameters", {}).get("config")
     if not saved:
         raise CheckpointError(f"{path}: checkpoint has no saved config (hyper_parameters.config)")
     cfg = OmegaConf.create(saved)
     datamodule = datamodule or instantiate(cfg.data)
-    module = build_module(cfg, datamodule, class_weights(cfg, datamodule))
+    build_cfg = cfg.copy()
+    for key in ("weights", "weights_backbone"):
+        if build_cfg.model.get(key) is not None:
+            build_cfg.model[key] = None  # the checkpoint's own weights replace them; the file need not exist here
+    module = build_module(build_cfg, datamodule, class_weights(cfg, datamodule))
     try:
         module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:

@@ -47,10 +47,10 @@ class MetricsFile(pl.Callback):
         top = max(scored, key=lambda entry: entry["val/mIoU"])
         return {"val/mIoU": top["val/mIoU"], "epoch": int(top["epoch"])}
 
-    def write(self, pl_module: pl.LightningModule, status: str, error: str | None = None) -> None:
+    def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, status: str, error: str | None = None) -> None:
         """Rank 0 writes; what this process does not know (e.g. the fit history when a spawned
         DDP test runs in fresh processes) is kept from the file already written."""
-        if pl_module.trainer.global_rank != 0:
+        if trainer.global_rank != 0:
             return
         existing = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.history = self.history or existing.get("history", [])
@@ -88,14 +88,14 @@ class MetricsFile(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._fit_done = True
-        self.write(pl_module, "completed")
+        self.write(trainer, pl_module, "completed")
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.test = _scalars(trainer.callback_metrics, "test/")
-        self.write(pl_module, "completed")
+        self.write(trainer, pl_module, "completed")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self.write(pl_module, "failed", f"{type(exception).__name__}: {exception}")
+        self.write(trainer, pl_module, "failed", f"{type(exception).__name__}: {exception}")
 
     def state_dict(self) -> dict[str, Any]:
         elapsed = self._elapsed_before + time.perf_counter() - self._started

@@ -42,10 +42,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         if unsafe:
             raise CheckpointError(f"{path}: refused, it needs arbitrary unpickling to load ({unsafe.group(0)})") from error
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupt pickle data)") from error
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, IndexError) as error:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__})") from error
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path}: not a segsweep checkpoint (no state_dict)")
     return checkpoint
 
 

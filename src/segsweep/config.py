@@ -7,7 +7,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from segsweep.module import metric_names
 from segsweep.scenes import CLASS_NAMES
+from segsweep.search import resumable_seed
 
 
 def _config_dir() -> Path:
@@ -38,7 +40,13 @@ def deterministic_default() -> bool | str:
 
 
 def register_resolvers() -> None:
-    for name, resolver in (("job_dirname", job_dirname), ("run_dir", run_dir), ("deterministic_default", deterministic_default)):
+    resolvers = {
+        "job_dirname": job_dirname,
+        "run_dir": run_dir,
+        "deterministic_default": deterministic_default,
+        "resumable_seed": resumable_seed,
+    }
+    for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 
@@ -68,5 +76,12 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(f"loss.class_weights has {len(weights)} values but there are {len(CLASS_NAMES)} classes")
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).exists():
         raise FileNotFoundError(f"ckpt_path: {cfg.ckpt_path} does not exist")
-    if cfg.get("resume") and not (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file():
+    metric = cfg.get("optimized_metric")
+    if metric and metric not in metric_names(CLASS_NAMES):
+        raise ValueError(
+            f"optimized_metric: {metric!r} is not a metric of a run; choose from {', '.join(metric_names(CLASS_NAMES))}"
+        )
+    if cfg.get("resume") not in (True, False, None, "auto"):
+        raise ValueError(f"resume: expected true, false or auto, got {cfg.resume!r}")
+    if cfg.get("resume") is True and not (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file():
         raise FileNotFoundError(f"resume=true: {cfg.paths.output_dir} has no checkpoints/last.ckpt to resume from")

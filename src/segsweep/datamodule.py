@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import multiprocessing
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from segsweep.scenes import CLASS_COLORS, CLASS_NAMES, SceneSpec, generate_scenes, image_keys, uniform
 
@@ -20,30 +22,36 @@ def epoch_key(seed: int, epoch: int) -> int:
     return int(image_keys(seed, "train", torch.tensor([epoch]))[0])
 
 
-class EpochSeededSampler(Sampler[tuple[int, int]]):
+class EpochSeededSampler(DistributedSampler):
     """Yields ``(index, epoch)``; the order is a function of (seed, epoch) alone.
 
     Lightning calls ``set_epoch`` before each epoch, so a run resumed at epoch k replays the
-    order an uninterrupted run would have used, and the dataset can derive augmentation from
-    the epoch it receives with each index (also inside worker processes).
+    order an uninterrupted run would have used, and the dataset derives augmentation from the
+    epoch it receives with each index (also inside worker processes). Under DDP each rank takes
+    every ``num_replicas``-th index of the same order; being a DistributedSampler, Lightning
+    uses it as it is instead of wrapping it.
     """
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
+    def __init__(self, size: int, seed: int, shuffle: bool = True, num_replicas: int = 1, rank: int = 0) -> None:
+        # DistributedSampler.__init__ is skipped on purpose: it needs a dataset and torch.distributed.
         self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+        self.num_replicas, self.rank = num_replicas, rank
+        self.num_samples = math.ceil(size / num_replicas)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.size
+        return self.num_samples
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
             generator = torch.Generator().manual_seed(epoch_key(self.seed, self.epoch) ^ _STREAM_ORDER)
             order = torch.randperm(self.size, generator=generator).tolist()
         else:
-            order = range(self.size)
-        return ((index, self.epoch) for index in order)
+            order = list(range(self.size))
+        order += order[: self.num_samples * self.num_replicas - self.size]  # equal shares for all ranks
+        return ((index, self.epoch) for index in order[self.rank :: self.num_replicas])
 
 
 class SceneDataset(Dataset):
@@ -63,6 +71,14 @@ class SceneDataset(Dataset):
             if uniform(key, _STREAM_FLIP, 1)[0, 0] < 0.5:
                 image, mask = image.flip(-1), mask.flip(-1)
         return image, mask
+
+
+def worker_context(requested: str | None) -> str | None:
+    """DataLoader worker start method: as configured, else ``fork`` inside loky processes
+    (Hydra's joblib launcher), which cannot start workers with the default context."""
+    if requested is None and type(multiprocessing.current_process()).__name__ == "LokyProcess":
+        return "fork"
+    return requested
 
 
 class SceneDataModule(pl.LightningDataModule):
@@ -147,11 +163,15 @@ class SceneDataModule(pl.LightningDataModule):
             sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
-            multiprocessing_context=self.multiprocessing_context if workers > 0 else None,
+            multiprocessing_context=worker_context(self.multiprocessing_context) if workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", EpochSeededSampler(self.split_sizes["train"], self.order_seed))
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        return self._loader(
+            "train", EpochSeededSampler(self.split_sizes["train"], self.order_seed, num_replicas=replicas, rank=rank)
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

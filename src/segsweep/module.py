@@ -28,6 +28,12 @@ def stage_metrics(num_classes: int, boundary_tolerance: int) -> MetricCollection
     )
 
 
+def metric_names(class_names: Sequence[str]) -> list[str]:
+    """Every metric a run logs, e.g. for choosing ``optimized_metric``."""
+    per_stage = ["loss", "mIoU", "pixel_acc", "boundary_f1", *(f"iou/{name}" for name in class_names)]
+    return ["train/loss", "val/mIoU_best", *(f"{stage}/{name}" for stage in ("val", "test") for name in per_stage)]
+
+
 class SegmentationModule(pl.LightningModule):
     """Trains ``net`` with ``loss``; logs ``<stage>/loss``, ``/mIoU``, ``/iou/<class>``, ``/pixel_acc``, ``/boundary_f1``."""
 
@@ -73,7 +79,7 @@ class SegmentationModule(pl.LightningModule):
                 f"loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx}): "
                 "training stopped instead of training on it; lower optimizer.lr or check loss settings"
             )
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=images.shape[0])
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=images.shape[0])
         return loss
 
     def _evaluate(self, stage: str, batch: tuple[Tensor, Tensor]) -> None:

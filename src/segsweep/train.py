@@ -11,7 +11,6 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,14 +20,18 @@ from segsweep.checkpoint import AtomicCheckpointIO, resolve_checkpoint
 from segsweep.config import CONFIG_DIR, validate
 from segsweep.datamodule import SceneDataModule
 from segsweep.files import write_json_atomic
+from segsweep.launch import adapt_to_launcher, in_multirun
 
 log = logging.getLogger(__name__)
 
 
 def fit_checkpoint(cfg: DictConfig) -> str | None:
     """The checkpoint ``fit`` resumes from: the run's own last.ckpt, a given file, or a given run dir's last.ckpt."""
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if cfg.get("resume") == "auto":  # e.g. a SLURM job requeued after its time ran out
+        return str(last) if last.is_file() else None
     if cfg.get("resume"):
-        return str(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+        return str(last)
     if cfg.get("ckpt_path"):
         return str(resolve_checkpoint(cfg.ckpt_path, "last.ckpt"))
     return None
@@ -37,6 +40,8 @@ def fit_checkpoint(cfg: DictConfig) -> str | None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the best checkpoint; returns the final metrics."""
     validate(cfg)
+    plugins = adapt_to_launcher(cfg)
+    # Parallel launchers reuse processes: seed every job afresh (seed_everything also resets workers' seeds).
     pl.seed_everything(cfg.seed, workers=True)
     datamodule: SceneDataModule = instantiate(cfg.data)
     datamodule.setup("fit")
@@ -44,7 +49,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(cfg, datamodule, weights)
     callbacks = instantiate_all(cfg.get("callbacks"))
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=instantiate_all(cfg.get("logger")) or False, plugins=[AtomicCheckpointIO()]
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=instantiate_all(cfg.get("logger")) or False,
+        plugins=[AtomicCheckpointIO(), *plugins],
     )
     metrics_file = next((callback for callback in callbacks if isinstance(callback, MetricsFile)), None)
     if metrics_file is not None and weights is not None:
@@ -80,10 +88,6 @@ def _record_failure(cfg: DictConfig, error: Exception) -> None:
     )
 
 
-def _in_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Returns ``cfg.optimized_metric`` for hyperparameter sweepers."""
@@ -91,7 +95,7 @@ def main(cfg: DictConfig) -> float | None:
         metrics = train(cfg)
     except Exception as error:
         _record_failure(cfg, error)
-        if not _in_multirun():
+        if not in_multirun():
             raise
         # One failing job must not end the sweep: it is recorded (metrics.json) and reported.
         log.exception("job failed: %s", error)

@@ -1,0 +1,64 @@
+"""How one job adapts to where it runs: inside a multirun, on a multi-GPU host, under SLURM."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, open_dict
+from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+log = logging.getLogger(__name__)
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def job_number() -> int:
+    """The job's index in its multirun (0 for a single run, where Hydra leaves it unset)."""
+    return int(HydraConfig.get().job.num) if in_multirun() else 0
+
+
+def launcher_target() -> str:
+    return str(HydraConfig.get().launcher.get("_target_", "")) if HydraConfig.initialized() else ""
+
+
+def adapt_trainer(trainer: DictConfig, multirun: bool, job_num: int, gpu_count: int) -> None:
+    """Rewrite trainer settings that cannot work as written where this job runs."""
+    with open_dict(trainer):
+        # Lightning's `ddp` re-executes the command line in each child: inside a multirun that
+        # re-runs the whole sweep. Spawned workers receive the job's already-resolved paths instead.
+        if multirun and trainer.get("strategy") == "ddp":
+            log.info("trainer.strategy=ddp inside a multirun runs as ddp_spawn (ddp would re-launch the sweep)")
+            trainer.strategy = "ddp_spawn"
+        # Parallel jobs on one multi-GPU host: one GPU per job instead of all of them on GPU 0.
+        gpu_wanted = trainer.get("accelerator") in ("gpu", "cuda", "auto")
+        if multirun and gpu_count > 1 and gpu_wanted and trainer.get("devices") in (1, "1"):
+            trainer.devices = [job_num % gpu_count]
+            log.info("job %d pinned to GPU %d", job_num, job_num % gpu_count)
+
+
+def trainer_plugins(launcher: str) -> list[Any]:
+    """Under the submitit launcher, submitit owns requeue on timeout; Lightning must not requeue too."""
+    return [SLURMEnvironment(auto_requeue=False)] if "submitit" in launcher.lower() and SLURMEnvironment.detect() else []
+
+
+def adapt_to_launcher(cfg: DictConfig) -> list[Any]:
+    """Apply ``adapt_trainer`` to this job; returns the extra Trainer plugins it needs."""
+    multirun = in_multirun()
+    adapt_trainer(cfg.trainer, multirun, job_number() if multirun else 0, torch.cuda.device_count())
+    return trainer_plugins(launcher_target())
+
+
+class MakeSweepDir(Callback):
+    """Creates the sweep dir when a multirun starts: the Optuna sweeper opens its sqlite study
+    there before any job has run (and so before Hydra itself creates the directory)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,343 @@
+"""Prediction entry point: ``python -m segsweep.predict ckpt_path=... input=...`` / ``segsweep-predict``.
+
+``input`` is an image file, a folder (its images, sorted by name), a list of those, or
+``generate`` (``count`` generated scenes of split "predict", ``size`` px, with ground truth).
+Images larger than the training size are segmented by sliding-window inference over tiles of the
+training size. For each image the run's output dir gets ``<name>_mask.png`` (the class indices as
+an indexed PNG whose palette holds the class colours) and ``<name>_overlay.png``; a generated scene
+also gets ``<name>_image.png`` and ``<name>_truth.png``, and its mIoU. Everything is summarised in
+``predictions.json``.
+
+A bad input (unreadable, empty or non-image file) is one logged line naming the file; the other
+images are still processed and the exit code is 1. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from torch import Tensor, nn
+
+from segsweep.checkpoint import resolve_checkpoint
+from segsweep.config import CONFIG_DIR
+from segsweep.eval import USER_ERRORS, _json_safe, load_checkpoint_module, one_line, prepare_output_dir, require
+from segsweep.files import write_json_atomic
+from segsweep.images import ImageError, list_images, palette_png, read_image, rgb_png, write_files
+from segsweep.inference import sliding_window_inference
+from segsweep.scenes import CLASS_COLORS, generate_scenes
+from segsweep.visualize import overlay
+
+log = logging.getLogger(__name__)
+
+GENERATE = "generate"
+
+
+@dataclass
+class Source:
+    """One image to segment: a file, or generated scene ``index``."""
+
+    name: str
+    path: Path | None = None
+    index: int | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return str(self.path) if self.path is not None else f"generated scene {self.index}"
+
+
+def parse_size(size: Any) -> tuple[int, int]:
+    """``size``: an int (square) or ``[height, width]``."""
+    values = list(size) if isinstance(size, (list, tuple, ListConfig)) else [size]
+    if len(values) == 1:
+        values = values * 2
+    try:
+        height, width = (int(value) for value in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be an int or [height, width], got {size!r}") from None
+    if len(values) != 2 or height < 8 or width < 8:
+        raise ValueError(f"size must be an int or [height, width] of at least 8 px, got {size!r}")
+    return height, width
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"device={name!r}: {error}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name}: CUDA is not available here (use device=cpu or device=auto)")
+    return device
+
+
+def collect_sources(inputs: Any, count: int, failures: list[dict[str, Any]]) -> list[Source]:
+    """Every image the ``input`` value names; inputs that name nothing usable are recorded in ``failures``."""
+    items = list(inputs) if isinstance(inputs, (list, tuple, ListConfig)) else [inputs]
+    if not items:
+        raise ValueError("input: give an image file, a folder, a list of them, or 'generate'")
+    sources: list[Source] = []
+    for item in items:
+        text = str(item)
+        if text == GENERATE:
+            if count < 1:
+                raise ValueError(f"count must be >= 1 for input=generate, got {count}")
+            sources.extend(Source(name="", index=index) for index in range(count))
+            continue
+        path = Path(text).expanduser()
+        if path.is_dir():
+            images, skipped = list_images(path)
+            if skipped:
+                log.info("%s: skipped %d files without an image suffix (e.g. %s)", path, len(skipped), skipped[0].name)
+            if not images:
+                failures.append({"input": str(path), "status": "failed", "error": f"{path}: folder has no image files"})
+            sources.extend(Source(name="", path=image) for image in images)
+        elif path.exists():
+            sources.append(Source(name="", path=path))
+        else:
+            failures.append({"input": str(path), "status": "failed", "error": f"{path}: no such file or directory"})
+    _name_outputs(sources)
+    return sources
+
+
+def _name_outputs(sources: list[Source]) -> None:
+    """Output name stems: the file stem, unless two inputs share it (a.png, a.jpg: a_png, a_jpg)."""
+    files = [source.path for source in sources if source.path is not None]
+    stems = Counter(path.stem for path in files)
+    names = Counter(path.name for path in files)
+    taken: set[str] = set()
+    for source in sources:
+        if source.path is None:
+            base = f"scene_{source.index:04d}"
+        elif stems[source.path.stem] > 1 and names[source.path.name] == 1:
+            base = source.path.name.replace(".", "_")
+        else:
+            base = source.path.stem
+        name, number = base, 1
+        while name in taken:  # the same file given twice, or same name in two folders
+            number += 1
+            name = f"{base}_{number}"
+        taken.add(name)
+        source.name = name
+
+
+def class_iou(truth: Tensor, prediction: Tensor, num_classes: int) -> list[float]:
+    """IoU of each class in one image; NaN for a class absent from both truth and prediction."""
+    valid = truth < num_classes
+    counts = torch.bincount(truth[valid].long() * num_classes + prediction[valid].long(), minlength=num_classes**2)
+    counts = counts.view(num_classes, num_classes).double()
+    tp = counts.diag()
+    union = counts.sum(0) + counts.sum(1) - tp
+    return [float(t / u) if u > 0 else math.nan for t, u in zip(tp, union)]
+
+
+class Predictor:
+    """The model of a checkpoint, segmenting [1,3,H,W] images in [0, 1] by sliding windows of the training size."""
+
+    def __init__(self, cfg: DictConfig, module: nn.Module, roi: tuple[int, int], device: torch.device, progress: bool) -> None:
+        self.cfg, self.module, self.roi, self.device = cfg, module.to(device).eval(), roi, device
+        self.progress, self.tiles = progress, 0
+
+    def _forward(self, tiles: Tensor) -> Tensor:
+        self.tiles += tiles.shape[0]
+        return self.module(tiles)
+
+    @torch.inference_mode()
+    def __call__(self, image: Tensor) -> tuple[Tensor, int]:
+        """Class-index mask [H,W] (uint8, on the CPU) and the number of tiles it took."""
+        self.tiles = 0
+        images = image.to(self.device, torch.float32).div(255.0)[None]
+        logits = sliding_window_inference(
+            images,
+            self._forward,
+            self.roi,
+            overlap=self.cfg.overlap,
+            mode=self.cfg.mode,
+            tile_batch=self.cfg.tile_batch,
+            progress=self.progress,
+        )
+        return logits.argmax(dim=1)[0].to(torch.uint8).cpu(), self.tiles
+
+
+def predict_one(source: Source, predictor: Predictor, cfg: DictConfig, scene: dict[str, Any], context: dict[str, Any]) -> None:
+    """Segment one source and write its files; fills ``source.result`` (status ok or failed, never raises ImageError)."""
+    started = time.perf_counter()
+    result: dict[str, Any] = {"input": source.label, "name": source.name}
+    source.result = result
+    output_dir: Path = context["output_dir"]
+    colors, class_names = context["colors"], context["class_names"]
+    truth = None
+    try:
+        if source.path is not None:
+            image = read_image(source.path)
+        else:
+            images, truths = generate_scenes(
+                scene["spec"], scene["seed"], "predict", torch.tensor([source.index]), *scene["size"]
+            )
+            image, truth = images[0], truths[0]
+        height, width = image.shape[-2:]
+        mask, tiles = predictor(image)
+        files = {
+            output_dir / f"{source.name}_mask.png": palette_png(mask, colors),
+            output_dir / f"{source.name}_overlay.png": rgb_png(overlay(image[None], mask[None].long(), colors, cfg.alpha)[0]),
+        }
+        if truth is not None:
+            files[output_dir / f"{source.name}_image.png"] = rgb_png(image)
+            files[output_dir / f"{source.name}_truth.png"] = palette_png(truth, colors)
+        try:
+            written = write_files(files)
+        except OSError as error:
+            raise OSError(f"cannot write its outputs to {output_dir} ({error.strerror or error})") from None
+        result.update(status="ok", error=None, size=[int(height), int(width)], tiles=tiles)
+        result.update({key: str(path) for key, path in zip(("mask", "overlay", "image", "truth"), written)})
+        if truth is not None:
+            iou = class_iou(truth, mask, len(class_names))
+            present = [value for value in iou if not math.isnan(value)]
+            result["mIoU"] = sum(present) / len(present) if present else math.nan
+            result["iou"] = dict(zip(class_names, iou))
+            result["scene"] = {"seed": scene["seed"], "split": "predict", "index": source.index}
+    except (ImageError, OSError, RuntimeError, ValueError) as error:
+        message = str(error) if isinstance(error, ImageError) else f"{source.label}: {one_line(error)}"
+        result.update(status="failed", error=message.strip().splitlines()[0])
+        log.error("failed: %s", result["error"])
+    result["time_s"] = round(time.perf_counter() - started, 3)
+
+
+def print_summary(results: list[dict[str, Any]], class_names: list[str], console: Console) -> None:
+    table = Table(title="predictions")
+    scored = any("iou" in result for result in results)
+    table.add_column("input", no_wrap=True, overflow="ellipsis", max_width=48)
+    for column in ("size", "tiles", *(("mIoU", *class_names) if scored else ())):
+        table.add_column(column, justify="right")
+    table.add_column("status", no_wrap=True)
+    for result in results:
+        iou = result.get("iou", {})
+        scores = (_fmt(result.get("mIoU")), *(_fmt(iou.get(name)) for name in class_names)) if scored else ()
+        table.add_row(
+            Path(result["input"]).name,
+            "x".join(map(str, result["size"])) if "size" in result else "",
+            str(result.get("tiles", "")),
+            *scores,
+            "ok" if result["status"] == "ok" else "FAILED",
+        )
+    console.print(table)
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else "-" if math.isnan(value) else f"{value:.4f}"
+
+
+def predict(cfg: DictConfig) -> dict[str, Any]:
+    """Segment every input; returns the predictions.json content (``failed`` counts failed inputs)."""
+    require(cfg, "ckpt_path", "input")
+    if cfg.mode not in ("gaussian", "constant"):
+        raise ValueError(f"mode must be gaussian or constant, got {cfg.mode!r}")
+    if not 0 <= cfg.overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {cfg.overlap}")
+    if not 0 <= cfg.alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {cfg.alpha}")
+    if cfg.tile_batch < 1:
+        raise ValueError(f"tile_batch must be >= 1, got {cfg.tile_batch}")
+    failures: list[dict[str, Any]] = []
+    sources = collect_sources(cfg.input, cfg.count, failures)
+    size = parse_size(cfg.size) if any(source.path is None for source in sources) else None
+    device = resolve_device(cfg.device)
+    checkpoint = resolve_checkpoint(cfg.ckpt_path)
+    output_dir = prepare_output_dir(Path(cfg.output_dir))
+    for failure in failures:
+        log.error("failed: %s", failure["error"])
+
+    module, saved = load_checkpoint_module(checkpoint)
+    image_size = saved.data.image_size
+    roi = (int(image_size), int(image_size))
+    class_names = list(module.class_names)
+    colors = list(CLASS_COLORS)[: len(class_names)]
+    if len(colors) < len(class_names):
+        raise ValueError(f"{checkpoint}: {len(class_names)} classes but only {len(CLASS_COLORS)} class colours are defined")
+    scene: dict[str, Any] = {}
+    if size is not None:
+        datamodule = instantiate(saved.data)  # its scene spec and data seed: scenes like the training ones
+        seed = datamodule.data_seed if cfg.scene_seed is None else int(cfg.scene_seed)
+        scene = {"spec": datamodule.spec, "seed": seed, "size": size}
+    # progress bars are for terminals; piped or logged output gets the per-image log lines only
+    show_progress = bool(cfg.progress) and sys.stdout.isatty()
+    predictor = Predictor(cfg, module, roi, device, progress=show_progress)
+    log.info(
+        "%s: %d image(s), tiles of %dx%d (the training size), overlap %s, %s blending, on %s",
+        checkpoint,
+        len(sources),
+        *roi,
+        cfg.overlap,
+        cfg.mode,
+        device,
+    )
+    context = {"output_dir": output_dir, "colors": colors, "class_names": class_names}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, disable=not show_progress) as progress:
+        task = progress.add_task("images", total=len(sources))
+        for source in sources:
+            progress.update(task, description=source.name)
+            predict_one(source, predictor, cfg, scene, context)
+            if source.result["status"] == "ok":
+                generated = f", mIoU {source.result['mIoU']:.4f}" if "mIoU" in source.result else ""
+                log.info(
+                    "%s: %s, %d tiles%s",
+                    source.label,
+                    "x".join(map(str, source.result["size"])),
+                    source.result["tiles"],
+                    generated,
+                )
+            progress.advance(task)
+        progress.update(task, description="images")
+
+    results = failures + [source.result for source in sources]
+    report = {
+        "checkpoint": str(checkpoint),
+        "roi_size": list(roi),
+        "overlap": cfg.overlap,
+        "mode": cfg.mode,
+        "device": str(device),
+        "class_names": class_names,
+        "class_colors": [list(color) for color in colors],
+        "failed": sum(result["status"] != "ok" for result in results),
+        "predictions": results,
+    }
+    write_json_atomic(output_dir / "predictions.json", _json_safe(report))
+    print_summary(results, class_names, Console())
+    log.info("wrote %d of %d predictions to %s", len(results) - report["failed"], len(results), output_dir)
+    return report
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
+def main(cfg: DictConfig) -> int | None:
+    """Exit code 1 when any input failed (after the others were processed)."""
+    try:
+        report = predict(cfg)
+    except USER_ERRORS as error:
+        log.error("predict failed: %s", one_line(error))
+        sys.exit(1)
+    if report["failed"]:
+        log.error(
+            "%d of %d inputs failed (see the lines above and predictions.json)", report["failed"], len(report["predictions"])
+        )
+        sys.exit(1)
+    return 0
+
+
+if __name__ == "__main__":
+    main()
