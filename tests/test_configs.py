@@ -14,7 +14,7 @@ from segsweep.config import CONFIG_DIR, job_dirname, validate
 
 # Groups that describe Hydra itself; they compose with every run and are checked below.
 HYDRA_GROUPS = {"hydra", "paths"}
-GPU_ONLY = {"trainer": {"gpu"}}
+GPU_ONLY = {"trainer": {"gpu", "ddp"}, "experiment": {"loss_comparison_gpu"}}
 
 
 def config_files() -> list[tuple[str, str]]:

@@ -51,8 +51,10 @@ def test_eval_reproduces_the_training_test_metrics(fast_run, tmp_path):
 
 
 def test_eval_of_a_run_dir_with_a_data_override(fast_run, tmp_path):
-    out = tmp_path / "eval"
-    run_module("segsweep.eval", f"ckpt_path={fast_run}", "data.test_size=4", f"hydra.run.dir={out}")
+    saved_config = (fast_run / ".hydra" / "config.yaml").read_text()
+    run_module("segsweep.eval", f"ckpt_path={fast_run}", "data.test_size=4", f"paths.log_dir={tmp_path}")
+    (out,) = (tmp_path / "eval" / "runs").iterdir()  # its own run dir: the training run dir is only read
+    assert (fast_run / ".hydra" / "config.yaml").read_text() == saved_config and not (fast_run / "eval.json").exists()
     report = json.loads((out / "eval.json").read_text())
     assert report["checkpoint"].endswith("checkpoints/best.ckpt")
     assert report["data"]["test_size"] == 4 and report["data"]["image_size"] == 32

@@ -29,9 +29,10 @@ def job_dirname(override_dirname: str, job_num: int | str) -> str:
     return override_dirname or str(job_num)
 
 
-def run_dir(ckpt_path: str | None, default: str) -> str:
-    """A run directory given as ``ckpt_path`` is continued in place; otherwise a new dir."""
-    return ckpt_path if ckpt_path and Path(ckpt_path).is_dir() else default
+def run_dir(task_name: str, ckpt_path: str | None, default: str) -> str:
+    """Training given a run directory as ``ckpt_path`` continues it in place; anything else gets a new dir
+    (eval and predict read a run dir but never write into it)."""
+    return ckpt_path if task_name == "train" and ckpt_path and Path(ckpt_path).is_dir() else default
 
 
 def deterministic_default() -> bool | str:
