@@ -96,3 +96,10 @@ def test_errors_name_the_key(kwargs, message):
 def test_error_uses_given_key():
     with pytest.raises(ValueError, match=r"^data\.weights: got 4 weights but the dataset has 3 classes$"):
         compute_class_weights([1, 1, 1, 1], COUNTS, key="data.weights")
+
+
+def test_median_frequency_counts_only_the_images_that_contain_the_class():
+    # f = n_c / pixels of images with c = [70/100, 20/100, 10/50] = [0.7, 0.2, 0.2]; median 0.2
+    # weights 0.2/f = [2/7, 1, 1], mean 16/21 -> [3/8, 21/16, 21/16]
+    weights = compute_class_weights("median", torch.tensor([70, 20, 10]), image_pixel_counts=torch.tensor([100, 100, 50]))
+    assert torch.allclose(weights, torch.tensor([3 / 8, 21 / 16, 21 / 16]))

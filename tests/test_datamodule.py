@@ -71,3 +71,12 @@ def test_validation_and_test_are_not_shuffled_or_flipped():
     datamodule.setup("fit")
     images, masks = next(iter(datamodule.val_dataloader()))
     assert torch.equal(images, datamodule.splits["val"].images[:8].float() / 255)
+
+
+def test_class_image_pixels_count_the_images_containing_each_class():
+    datamodule = small()
+    image_pixels = datamodule.class_image_pixels
+    masks = datamodule.splits["train"].masks
+    assert image_pixels[0] == 24 * 32 * 32  # every scene has sky
+    with_pedestrians = sum(bool((mask == 3).any()) for mask in masks)
+    assert image_pixels[3] == with_pedestrians * 32 * 32 and 0 < with_pedestrians < 24

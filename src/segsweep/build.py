@@ -21,7 +21,7 @@ def class_weights(cfg: DictConfig, datamodule: SceneDataModule) -> torch.Tensor 
     if weights is None:
         return None
     strategy = OmegaConf.to_object(weights) if OmegaConf.is_config(weights) else weights
-    return compute_class_weights(strategy, datamodule.class_pixel_counts)
+    return compute_class_weights(strategy, datamodule.class_pixel_counts, image_pixel_counts=datamodule.class_image_pixels)
 
 
 def build_module(cfg: DictConfig, datamodule: SceneDataModule, weights: torch.Tensor | None = None) -> SegmentationModule:

@@ -13,6 +13,7 @@ def compute_class_weights(
     strategy: str | Sequence[float],
     pixel_counts: torch.Tensor,
     *,
+    image_pixel_counts: torch.Tensor | None = None,
     beta: float | None = None,
     key: str = "loss.class_weights",
 ) -> torch.Tensor:
@@ -22,9 +23,9 @@ def compute_class_weights(
 
     - ``inverse``: N / (C * n_c).
     - ``inverse_sqrt``: 1 / sqrt(f_c).
-    - ``median``: median(f) / f_c (Eigen & Fergus 2015). They measure f_c over the
-      images containing class c; from pixel counts alone f_c is global, so after
-      the mean-1 normalisation this equals ``inverse``.
+    - ``median``: median(f) / f_c (Eigen & Fergus 2015), with f_c = n_c / (pixels of the
+      images containing class c) when ``image_pixel_counts`` gives those totals. Without
+      them f_c is global, and after the mean-1 normalisation this equals ``inverse``.
     - ``enet``: 1 / ln(1.02 + f_c) (Paszke et al. 2016).
     - ``effective``: (1 - beta) / (1 - beta^n_c) (Cui et al. 2019). ``beta`` defaults
       to (N - 1) / N: the effective number is then N * (1 - (1 - 1/N)^n_c) ~ N * (1 - e^-f_c),
@@ -41,10 +42,9 @@ def compute_class_weights(
     if isinstance(strategy, str):
         if strategy not in STRATEGIES:
             raise ValueError(
-                f"{key}: unknown strategy {strategy!r} "
-                f"(choose from {', '.join(STRATEGIES)}, or a list of {num_classes} numbers)"
+                f"{key}: unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)}, or a list of {num_classes} numbers)"
             )
-        weights = _fill_absent(_strategy_weights(strategy, counts, beta, key), counts > 0)
+        weights = _fill_absent(_strategy_weights(strategy, counts, image_pixel_counts, beta, key), counts > 0)
     else:
         weights = _explicit_weights(strategy, num_classes, key)
     if weights.sum() == 0:
@@ -64,7 +64,9 @@ def _check_counts(pixel_counts: torch.Tensor, key: str) -> torch.Tensor:
     return counts
 
 
-def _strategy_weights(strategy: str, counts: torch.Tensor, beta: float | None, key: str) -> torch.Tensor:
+def _strategy_weights(
+    strategy: str, counts: torch.Tensor, image_pixel_counts: torch.Tensor | None, beta: float | None, key: str
+) -> torch.Tensor:
     total = counts.sum()
     freq = counts / total
     if strategy == "inverse":
@@ -72,6 +74,9 @@ def _strategy_weights(strategy: str, counts: torch.Tensor, beta: float | None, k
     if strategy == "inverse_sqrt":
         return freq.rsqrt()
     if strategy == "median":
+        if image_pixel_counts is not None:
+            # an absent class has no images: any non-zero denominator keeps its frequency 0 (filled later)
+            freq = counts / torch.as_tensor(image_pixel_counts).double().clamp(min=1)
         return freq.median() / freq
     if strategy == "enet":
         return 1.0 / torch.log(1.02 + freq)

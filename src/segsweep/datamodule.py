@@ -151,6 +151,14 @@ class SceneDataModule(pl.LightningDataModule):
         return torch.bincount(self.splits["train"].masks.flatten().long(), minlength=self.num_classes)
 
     @property
+    def class_image_pixels(self) -> Tensor:
+        """For each class, the pixels of the train images that contain it (median-frequency balancing)."""
+        self.setup("fit")
+        masks = self.splits["train"].masks.flatten(1)
+        present = torch.stack([(masks == label).any(dim=1) for label in range(self.num_classes)], dim=1)
+        return present.sum(dim=0) * masks.shape[1]
+
+    @property
     def class_frequencies(self) -> Tensor:
         counts = self.class_pixel_counts.double()
         return counts / counts.sum()
