@@ -1,0 +1,114 @@
+"""Smoke tests of the benchmark scripts in scripts/: each runs at tiny sizes so that none of them can rot.
+
+No timing is asserted (the cores are shared; timing bars are measured by ``make bench``): only that every
+figure is there, positive and finite, that the line format holds and that the correctness checks inside the
+benchmarks (equal losses of the two training loops) pass.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import bench  # noqa: E402
+import bench_efficiency  # noqa: E402
+import bench_memory  # noqa: E402
+import bench_overhead  # noqa: E402
+import bench_scenes  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+LINE = re.compile(r"^\w+  \S+  \S+  ratio=\S+  target (none|[<>]=? [\d.]+)  (PASS|MISS|INFO)(  \[.*\])?$")
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_globals():
+    """The benchmarks set torch's thread count and deterministic mode as a run would; give them back."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def positive(*values: float) -> bool:
+    return all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values)
+
+
+def check_lines(lines: list[str], count: int) -> None:
+    assert len(lines) == count, lines
+    for text in lines:
+        assert LINE.match(text), text
+
+
+def test_overhead_runs_both_loops_and_their_losses_agree():
+    result = bench_overhead.run(quick=True, repeats=1, threads=1, check_steps=2)
+    assert result["equal_losses"] and result["loss_max_abs_diff"] <= 1e-6
+    assert positive(result["ours_images_per_s"], result["plain_images_per_s"], result["ratio"])
+    check_lines(bench_overhead.lines(result), 1)
+
+
+def test_overhead_check_fails_when_the_loops_differ(tmp_path, monkeypatch):
+    """The equal-loss check is a real check: a plain loop with another learning rate must fail it."""
+    torch.set_num_threads(1)
+    cfg = bench_overhead.compose_config(list(bench.QUICK_OVERRIDES), tmp_path / "run")
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    original = bench_overhead.plain_fit
+
+    def other_lr(cfg, *args, **kwargs):
+        changed = cfg.copy()
+        changed.optimizer = {**cfg.optimizer, "lr": 10 * cfg.optimizer.lr}
+        return original(changed, *args, **kwargs)
+
+    monkeypatch.setattr(bench_overhead, "plain_fit", other_lr)
+    with pytest.raises(AssertionError, match="losses differ"):
+        bench_overhead.check_equal_losses(cfg, datamodule, 3, str(tmp_path / "tb"))
+
+
+def test_scenes_reference_generator_draws_scenes():
+    image, mask = bench_scenes.notebook_style_scene(48)
+    assert image.shape == (48, 48, 3) and image.dtype.name == "uint8" and mask.shape == (48, 48)
+    assert set(mask.flatten().tolist()) >= {0, 1, 2}
+
+
+def test_scenes_benchmark_figures():
+    result = bench_scenes.run(quick=True, repeats=1, threads=1)
+    assert positive(result["ours_images_per_s"], result["reference_images_per_s"], result["ratio"])
+    assert positive(result["share"]["generate_s"], result["share"]["epoch_s"], result["share"]["share"])
+    check_lines(bench_scenes.lines(result), 2)
+
+
+def test_efficiency_figures():
+    result = bench_efficiency.run(quick=True, repeats=1, threads=1, compile=False)
+    efficiency = result["efficiency"]
+    assert positive(efficiency["step_flops"], efficiency["achieved_flops_per_s"], efficiency["matmul_flops_per_s"])
+    assert 0 < efficiency["fraction"] < 10
+    assert {"channels_last", "bf16_autocast", "inference_mode"} <= set(result["flags"])
+    for flag in result["flags"].values():
+        assert positive(flag["flag_s"], flag["default_s"], flag["speedup"])
+    check_lines(bench_efficiency.lines(result), 1 + len(result["flags"]))
+
+
+def test_memory_of_a_fast_training_run():
+    result = bench_memory.run(quick=True, threads=1)
+    assert positive(result["train"]["peak_rss_bytes"], result["train"]["wall_s"], result["rss_ratio"])
+    lines = bench_memory.lines(result)
+    check_lines(lines[:1], 1)
+    assert "time make sweep" in lines[1]
+
+
+def test_bench_prints_one_line_per_bar_and_exits_0(capsys):
+    assert bench.main(["--quick", "--only", "sliding_window"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    check_lines(lines, 1)
+    assert lines[0].startswith("sliding_window  ours=")
