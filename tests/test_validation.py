@@ -13,6 +13,7 @@ from segsweep.config import validate
         (["data.batch_size=-2"], "data.batch_size"),
         (["data.train_size=0"], "data.train_size"),
         (["trainer.max_epochs=0"], "trainer.max_epochs"),
+        (["threads=0"], "threads must be >= 1"),
         (["model.num_classes=5"], "model.num_classes=5"),
         (["data.image_size=8", "model.depth=4"], "data.image_size=8 is smaller than 2\\*\\*model.depth"),
         (["loss.class_weights=[1,2,3]"], "loss.class_weights has 3 values"),

@@ -62,6 +62,8 @@ def validate(cfg: DictConfig) -> None:
         value = data.get(key)
         if value is not None and value < 1:
             raise ValueError(f"data.{key} must be >= 1, got {value}")
+    if cfg.get("threads") is not None and cfg.threads < 1:
+        raise ValueError(f"threads must be >= 1 (or null for torch's default), got {cfg.threads}")
     if trainer.get("max_epochs") is not None and trainer.max_epochs < 1:
         raise ValueError(f"trainer.max_epochs must be >= 1, got {trainer.max_epochs}")
     num_classes = model.get("num_classes")

@@ -59,6 +59,14 @@ class SceneDataset(Dataset):
 
     def __init__(self, images: Tensor, masks: Tensor, hflip_seed: int | None = None) -> None:
         self.images, self.masks, self.hflip_seed = images, masks, hflip_seed
+        self._flips: tuple[int, list[bool]] | None = None
+
+    def flipped(self, index: int, epoch: int) -> bool:
+        """Whether ``index`` is flipped in ``epoch``; decided for the whole epoch at once (one hash call, not one per item)."""
+        if self._flips is None or self._flips[0] != epoch:
+            keys = epoch_key(self.hflip_seed, epoch) ^ torch.arange(len(self))
+            self._flips = (epoch, (uniform(keys, _STREAM_FLIP, 1)[:, 0] < 0.5).tolist())
+        return self._flips[1][index]
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -66,10 +74,8 @@ class SceneDataset(Dataset):
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
         index, epoch = item if isinstance(item, tuple) else (item, 0)
         image, mask = self.images[index].float().div_(255.0), self.masks[index].long()
-        if self.hflip_seed is not None:
-            key = torch.tensor([epoch_key(self.hflip_seed, epoch) ^ index])
-            if uniform(key, _STREAM_FLIP, 1)[0, 0] < 0.5:
-                image, mask = image.flip(-1), mask.flip(-1)
+        if self.hflip_seed is not None and self.flipped(index, epoch):
+            image, mask = image.flip(-1), mask.flip(-1)
         return image, mask
 
 

@@ -78,6 +78,9 @@ def per_class_iou(
     return _save(figure, path)
 
 
+TEST_SCENE_KEYS = ("image_size", "test_size", "data_seed", "scene")
+
+
 def predictions(runs: Mapping[str, Path], path: Path, num_images: int = 4) -> tuple[Path | None, list[str]]:
     """Rows: the first ``num_images`` test scenes; columns: input, ground truth, one prediction per run dir.
 
@@ -99,7 +102,8 @@ def predictions(runs: Mapping[str, Path], path: Path, num_images: int = 4) -> tu
         name = label.replace("\n", " ")
         try:
             module, cfg = load_module(run_dir)
-            key = OmegaConf.to_yaml(cfg.data)
+            # runs that differ only in how they train (order seed, batch size, workers) share test scenes
+            key = OmegaConf.to_yaml({name: cfg.data.get(name) for name in TEST_SCENE_KEYS})
             if key not in datamodules:
                 datamodules[key] = instantiate(cfg.data)
                 datamodules[key].setup("test")

@@ -439,7 +439,8 @@ def rich_table(report: Report) -> Table:
 
 def print_report(report: Report, console: Console | None = None) -> None:
     """The table (best group in bold green), the failed jobs and where the files are."""
-    console = console or Console()
+    # piped output (make, CI logs) would otherwise wrap the table at 80 columns
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
     console.print(rich_table(report))
     console.print(report.headline.replace("`", ""), highlight=False)
     for job in report.failed:

@@ -10,6 +10,7 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -41,6 +42,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the best checkpoint; returns the final metrics."""
     validate(cfg)
     plugins = adapt_to_launcher(cfg)
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg.threads)
     # Parallel launchers reuse processes: seed every job afresh (seed_everything also resets workers' seeds).
     pl.seed_everything(cfg.seed, workers=True)
     datamodule: SceneDataModule = instantiate(cfg.data)
