@@ -61,11 +61,10 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     run_dir = tmp_path / "ddp"
     result = run_module("segsweep.train", "trainer=ddp_cpu", *FAST, f"hydra.run.dir={run_dir}")
     metrics = assert_complete(run_dir)
-    assert (
-        metrics["config"]["trainer"]["devices"] == 2
-        and "GLOBAL_RANK: 1" in result.stdout + result.stderr + (run_dir / "train_ddp_process_1.log").read_text()
-        or (run_dir / "train_ddp_process_1.log").is_file()
-    )
+    assert metrics["config"]["trainer"]["devices"] == 2
+    # Lightning re-launched the command for rank 1, which logged into the same run dir
+    assert (run_dir / "train_ddp_process_1.log").is_file()
+    assert "distributed_backend=gloo" in result.stdout + result.stderr
     assert len(list(run_dir.glob("checkpoints/*.ckpt"))) == 2  # one best, one last: written once, by rank 0
 
 
