@@ -3,7 +3,7 @@
 Usage: python scripts/bench_overhead.py [--quick] [--repeats 5] [--epochs 1] [--threads N] [--profile]
 
 The segsweep side is the real thing: the default config composed by Hydra, the SegmentationModule from
-``segsweep.build.build_module`` (real torchmetrics, real loss), the real SceneDataModule and a Lightning
+``segsweep.app.build.build_module`` (real torchmetrics, real loss), the real SceneDataModule and a Lightning
 Trainer from the config's ``trainer`` node logging to a TensorBoardLogger in a temporary dir (progress bar,
 checkpointing, sanity check and validation off). The plain side is a bare loop over the same DataLoader
 (``datamodule.train_dataloader()``) with the same network, loss, Adam and scheduler. One repetition fits each
@@ -37,9 +37,9 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import QUICK_OVERRIDES, line, set_threads  # noqa: E402
-from segsweep.build import build_module, class_weights  # noqa: E402
-from segsweep.config import CONFIG_DIR  # noqa: E402
-from segsweep.datamodule import SceneDataModule  # noqa: E402
+from segsweep.app.build import build_module, class_weights  # noqa: E402
+from segsweep.app.config import CONFIG_DIR  # noqa: E402
+from segsweep.data.datamodule import SceneDataModule  # noqa: E402
 
 TARGET = 0.95
 

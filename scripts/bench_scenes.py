@@ -5,7 +5,7 @@ Usage: python scripts/bench_scenes.py [--quick] [--size 128] [--repeats 7] [--th
 The reference (``notebook_style_scene`` below) draws the same kind of scene the way the notebook's
 ``create_segmentation_scene`` does: one image at a time, NumPy slice writes, ``np.random``: a random horizon,
 a sky gradient, a road shade, 1-3 cars of random size, position and colour drawn far to near, 0-3 pedestrians,
-Gaussian noise, clip, uint8. segsweep's side is ``segsweep.scenes.generate_scenes`` on batches of 512. The two
+Gaussian noise, clip, uint8. segsweep's side is ``segsweep.data.scenes.generate_scenes`` on batches of 512. The two
 alternate over the repetitions; the ratio is the median of the per-repetition images/s ratios (target >= 20x).
 
 Second line: generating every split of the default config (what ``SceneDataModule.setup`` does once per run)
@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import QUICK_OVERRIDES, alternate, line, set_threads  # noqa: E402
-from segsweep.scenes import SceneSpec, generate_scenes  # noqa: E402
+from segsweep.data.scenes import SceneSpec, generate_scenes  # noqa: E402
 
 TARGET_SPEEDUP = 20.0
 TARGET_SHARE = 0.05

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from segsweep.files import write_atomic
-from segsweep.nets.torchvision_models import DeepLabV3, DeepLabV3_ResNet50_Weights
-from segsweep.scenes import CLASS_COLORS, CLASS_NAMES, SceneSpec, generate_scenes
+from segsweep.data.scenes import CLASS_COLORS, CLASS_NAMES, SceneSpec, generate_scenes
+from segsweep.models.nets.torchvision_models import DeepLabV3, DeepLabV3_ResNet50_Weights
+from segsweep.runs.files import write_atomic
 
 VOC_CLASSES = list(DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1.meta["categories"])
 # Our class -> the VOC class that means the same thing.

@@ -15,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict, read_write
 
-from segsweep.config import CONFIG_DIR
+from segsweep.app.config import CONFIG_DIR, register_resolvers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,6 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def compose_config(overrides: Sequence[str], output_dir: Path, config_name: str = "train") -> DictConfig:
     """The composed config as the app would see it, with ``hydra:`` resolvable and outputs in ``output_dir``."""
     GlobalHydra.instance().clear()
+    register_resolvers()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
     with open_dict(cfg):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from segsweep.class_weights import STRATEGIES, compute_class_weights
+from segsweep.models.class_weights import STRATEGIES, compute_class_weights
 
 # N = 100 pixels, f = [0.7, 0.2, 0.1]; expected values worked out by hand, then scaled to mean 1.
 COUNTS = torch.tensor([70, 20, 10])

@@ -9,8 +9,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from segsweep.build import build_module, class_weights, instantiate_all
-from segsweep.config import CONFIG_DIR, job_dirname, validate
+from segsweep.app.build import build_module, class_weights, instantiate_all
+from segsweep.app.config import CONFIG_DIR, job_dirname, validate
 
 # Groups that describe Hydra itself; they compose with every run and are checked below.
 HYDRA_GROUPS = {"hydra", "paths"}
@@ -74,4 +74,4 @@ def test_saved_hyperparameters_are_plain_containers(make_config):
     cfg = make_config("debug=fast")
     _, module, _, _ = build_everything(cfg)
     saved = module.hparams["config"]
-    assert type(saved) is dict and saved["model"]["_target_"] == "segsweep.nets.unet.UNet"
+    assert type(saved) is dict and saved["model"]["_target_"] == "segsweep.models.nets.unet.UNet"

@@ -1,6 +1,6 @@
 import torch
 
-from segsweep.datamodule import EpochSeededSampler, SceneDataModule
+from segsweep.data.datamodule import EpochSeededSampler, SceneDataModule
 
 
 def small(**kwargs):

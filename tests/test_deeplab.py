@@ -11,10 +11,10 @@ from hydra.utils import instantiate
 from torchvision.models import mobilenet_v3_large, resnet50
 from torchvision.models.segmentation import lraspp_mobilenet_v3_large
 
-from segsweep.build import build_module, load_module
-from segsweep.datamodule import SceneDataModule
-from segsweep.nets.torchvision_models import LRASPP, DeepLabV3, hub_checkpoint_path
-from segsweep.nets.torchvision_models import LRASPP_MobileNet_V3_Large_Weights as LRASPPWeights
+from segsweep.app.build import build_module, load_module
+from segsweep.data.datamodule import SceneDataModule
+from segsweep.models.nets.torchvision_models import LRASPP, DeepLabV3, hub_checkpoint_path
+from segsweep.models.nets.torchvision_models import LRASPP_MobileNet_V3_Large_Weights as LRASPPWeights
 
 from .conftest import REPO_ROOT, read_metrics, run_module
 
@@ -80,7 +80,7 @@ def test_coco_weights_by_name_from_the_hub_cache_skip_the_head(make_config, no_d
     cached.parent.mkdir(parents=True)
     torch.save(coco.state_dict(), cached)
     cfg = make_config("model=lraspp", "model.weights=COCO_WITH_VOC_LABELS_V1")
-    with caplog.at_level(logging.INFO, logger="segsweep.nets.torchvision_models"):
+    with caplog.at_level(logging.INFO, logger="segsweep.models.nets.torchvision_models"):
         net = instantiate(cfg.model)
     state, source = net.model.state_dict(), coco.state_dict()
     assert torch.equal(state["backbone.0.0.weight"], source["backbone.0.0.weight"])

@@ -77,7 +77,7 @@ def test_per_class_table_from_a_confusion_matrix():
     import torch
 
     counts = torch.tensor([[8, 2, 0], [1, 3, 0], [0, 0, 0]])
-    rows = per_class_table(counts, {}, ["a", "b", "c"])
+    rows = per_class_table(counts, ["a", "b", "c"])
     assert rows[0]["precision"] == pytest.approx(8 / 9) and rows[0]["recall"] == pytest.approx(0.8)
     assert rows[1]["iou"] == pytest.approx(3 / (4 + 5 - 3)) and rows[1]["pixel_share"] == pytest.approx(4 / 14)
     assert all(rows[2][key] != rows[2][key] for key in ("iou", "precision", "recall"))  # NaN: no pixels at all

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segsweep.losses import CrossEntropyLoss, DiceCELoss, DiceLoss, FocalLoss
+from segsweep.models.losses import CrossEntropyLoss, DiceCELoss, DiceLoss, FocalLoss
 
 C = 4
 IGNORE = 255

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchmetrics.utilities.data import dim_zero_sum
 
-from segsweep.metrics import BoundaryF1
+from segsweep.models.metrics import BoundaryF1
 
 
 def square_scene(top: int = 2, left: int = 2, side: int = 4, size: int = 10, label: int = 1) -> torch.Tensor:

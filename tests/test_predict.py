@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from segsweep.images import ImageError, read_image
-from segsweep.predict import class_iou, parse_size
-from segsweep.scenes import CLASS_COLORS
+from segsweep.data.scenes import CLASS_COLORS
+from segsweep.models.metrics import confusion_matrix, iou_from_confusion
+from segsweep.predict import parse_size
+from segsweep.runs.images import ImageError, read_image
 
 from .conftest import run_module
 
@@ -83,7 +84,7 @@ def test_a_generated_scene_by_sliding_window(fast_run, tmp_path):
     truth = check_mask(Path(entry["truth"]), (512, 768))
     check_overlay(Path(entry["overlay"]), (512, 768))
     check_overlay(Path(entry["image"]), (512, 768))
-    iou = class_iou(torch.from_numpy(truth), torch.from_numpy(mask), 4)
+    iou = iou_from_confusion(confusion_matrix(torch.from_numpy(truth), torch.from_numpy(mask), 4)).tolist()
     present = [value for value in iou if value == value]
     assert entry["mIoU"] == pytest.approx(sum(present) / len(present))
     assert "mIoU" in result.stdout

@@ -16,7 +16,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
-from segsweep.report import SweepReportCallback, build_report, convergence_epoch, main, summarize
+from segsweep.report import SweepReportCallback, build_report, main
+from segsweep.sweep.stats import convergence_epoch
+from segsweep.sweep.summary import summarize
 
 from .conftest import read_metrics, run_module
 

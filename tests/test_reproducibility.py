@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from segsweep.checkpoint import CheckpointError, load_checkpoint
+from segsweep.runs.checkpoint import CheckpointError, load_checkpoint
 
 from .conftest import REPO_ROOT, read_metrics, run_module
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from segsweep.scenes import CLASS_NAMES, OBJECT_COLORS, SceneSpec, generate_scenes
+from segsweep.data.scenes import CLASS_NAMES, OBJECT_COLORS, SceneSpec, generate_scenes
 
 SPEC = SceneSpec()
 

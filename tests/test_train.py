@@ -9,8 +9,8 @@ import torch
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from segsweep.build import load_module
-from segsweep.datamodule import SceneDataModule
+from segsweep.app.build import load_module
+from segsweep.data.datamodule import SceneDataModule
 
 from .conftest import read_metrics, run_module
 
@@ -61,7 +61,7 @@ def test_tensorboard_has_scalars_images_and_hparams(fast_run):
     assert image.width > 3 * 32 and image.height > 32  # input / truth / prediction columns
     session = plugin_data_pb2.HParamsPluginData.FromString(run["hparams"]["_hparams_/session_start_info"]).session_start_info
     assert session.hparams["model/base_channels"].number_value == 16
-    assert session.hparams["loss/_target_"].string_value == "segsweep.losses.CrossEntropyLoss"
+    assert session.hparams["loss/_target_"].string_value == "segsweep.models.losses.CrossEntropyLoss"
     assert {"hp/test/mIoU", "hp/val/mIoU_best", "hp/test/iou/pedestrian"} <= run["scalars"]
 
 
@@ -97,7 +97,7 @@ def test_a_diverging_run_stops_and_is_marked_failed(tmp_path):
 def test_a_bad_override_is_one_clear_line(tmp_path):
     result = run_module("segsweep.train", "model.num_classes=7", f"hydra.run.dir={tmp_path / 'bad'}", check=False)
     assert result.returncode != 0
-    assert "model.num_classes=7 but the scenes have 4 classes" in result.stderr
+    assert "model.num_classes=7 but the data has 4 classes" in result.stderr
     assert read_metrics(tmp_path / "bad")["status"] == "failed"
 
 

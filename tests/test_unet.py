@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from segsweep.nets.unet import UNet
+from segsweep.models.nets.unet import UNet
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])

@@ -3,7 +3,7 @@
 import pytest
 from omegaconf import open_dict
 
-from segsweep.config import validate
+from segsweep.app.config import validate
 
 
 @pytest.mark.parametrize(

@@ -32,16 +32,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch import Tensor, nn
 
-from segsweep.checkpoint import resolve_checkpoint
-from segsweep.config import CONFIG_DIR
-from segsweep.eval import USER_ERRORS, _json_safe, load_checkpoint_module, one_line, prepare_output_dir, require
-from segsweep.files import write_json_atomic
-from segsweep.images import ImageError, list_images, palette_png, read_image, rgb_png, write_files
+from segsweep.app.build import load_module
+from segsweep.app.config import CONFIG_DIR, register_resolvers
+from segsweep.data.scenes import generate_scenes
 from segsweep.inference import sliding_window_inference
-from segsweep.scenes import CLASS_COLORS, generate_scenes
-from segsweep.visualize import overlay
+from segsweep.models.metrics import confusion_matrix, iou_from_confusion
+from segsweep.runs.checkpoint import resolve_checkpoint
+from segsweep.runs.cli import USER_ERRORS, json_safe, one_line, prepare_output_dir, require, resolve_device
+from segsweep.runs.files import write_json_atomic
+from segsweep.runs.images import ImageError, list_images, palette_png, read_image, rgb_png, to_unit_float, write_files
+from segsweep.runs.visualize import overlay
 
 log = logging.getLogger(__name__)
+register_resolvers()
 
 GENERATE = "generate"
 
@@ -72,18 +75,6 @@ def parse_size(size: Any) -> tuple[int, int]:
     if len(values) != 2 or height < 8 or width < 8:
         raise ValueError(f"size must be an int or [height, width] of at least 8 px, got {size!r}")
     return height, width
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise ValueError(f"device={name!r}: {error}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name}: CUDA is not available here (use device=cpu or device=auto)")
-    return device
 
 
 def collect_sources(inputs: Any, count: int, failures: list[dict[str, Any]]) -> list[Source]:
@@ -136,16 +127,6 @@ def _name_outputs(sources: list[Source]) -> None:
         source.name = name
 
 
-def class_iou(truth: Tensor, prediction: Tensor, num_classes: int) -> list[float]:
-    """IoU of each class in one image; NaN for a class absent from both truth and prediction."""
-    valid = truth < num_classes
-    counts = torch.bincount(truth[valid].long() * num_classes + prediction[valid].long(), minlength=num_classes**2)
-    counts = counts.view(num_classes, num_classes).double()
-    tp = counts.diag()
-    union = counts.sum(0) + counts.sum(1) - tp
-    return [float(t / u) if u > 0 else math.nan for t, u in zip(tp, union)]
-
-
 class Predictor:
     """The model of a checkpoint, segmenting [1,3,H,W] images in [0, 1] by sliding windows of the training size."""
 
@@ -161,7 +142,7 @@ class Predictor:
     def __call__(self, image: Tensor) -> tuple[Tensor, int]:
         """Class-index mask [H,W] (uint8, on the CPU) and the number of tiles it took."""
         self.tiles = 0
-        images = image.to(self.device, torch.float32).div(255.0)[None]
+        images = to_unit_float(image.to(self.device))[None]
         logits = sliding_window_inference(
             images,
             self._forward,
@@ -206,10 +187,9 @@ def predict_one(source: Source, predictor: Predictor, cfg: DictConfig, scene: di
         result.update(status="ok", error=None, size=[int(height), int(width)], tiles=tiles)
         result.update({key: str(path) for key, path in zip(("mask", "overlay", "image", "truth"), written)})
         if truth is not None:
-            iou = class_iou(truth, mask, len(class_names))
-            present = [value for value in iou if not math.isnan(value)]
-            result["mIoU"] = sum(present) / len(present) if present else math.nan
-            result["iou"] = dict(zip(class_names, iou))
+            iou = iou_from_confusion(confusion_matrix(truth, mask, len(class_names), context["ignore_index"]))
+            result["mIoU"] = float(iou.nanmean())
+            result["iou"] = dict(zip(class_names, iou.tolist()))
             result["scene"] = {"seed": scene["seed"], "split": "predict", "index": source.index}
     except (ImageError, OSError, RuntimeError, ValueError) as error:
         message = str(error) if isinstance(error, ImageError) else f"{source.label}: {one_line(error)}"
@@ -262,13 +242,11 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     for failure in failures:
         log.error("failed: %s", failure["error"])
 
-    module, saved = load_checkpoint_module(checkpoint)
+    module, saved = load_module(checkpoint)
     image_size = saved.data.image_size
     roi = (int(image_size), int(image_size))
     class_names = list(module.class_names)
-    colors = list(CLASS_COLORS)[: len(class_names)]
-    if len(colors) < len(class_names):
-        raise ValueError(f"{checkpoint}: {len(class_names)} classes but only {len(CLASS_COLORS)} class colours are defined")
+    colors = list(module.classes.colors)
     scene: dict[str, Any] = {}
     if size is not None:
         datamodule = instantiate(saved.data)  # its scene spec and data seed: scenes like the training ones
@@ -286,7 +264,12 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         cfg.mode,
         device,
     )
-    context = {"output_dir": output_dir, "colors": colors, "class_names": class_names}
+    context = {
+        "output_dir": output_dir,
+        "colors": colors,
+        "class_names": class_names,
+        "ignore_index": module.classes.ignore_index,
+    }
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, disable=not show_progress) as progress:
         task = progress.add_task("images", total=len(sources))
@@ -317,7 +300,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         "failed": sum(result["status"] != "ok" for result in results),
         "predictions": results,
     }
-    write_json_atomic(output_dir / "predictions.json", _json_safe(report))
+    write_json_atomic(output_dir / "predictions.json", json_safe(report))
     print_summary(results, class_names, Console())
     log.info("wrote %d of %d predictions to %s", len(results) - report["failed"], len(results), output_dir)
     return report

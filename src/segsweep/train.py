@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -15,15 +14,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from segsweep.build import build_module, class_weights, instantiate_all
-from segsweep.callbacks import MetricsFile
-from segsweep.checkpoint import AtomicCheckpointIO, resolve_checkpoint
-from segsweep.config import CONFIG_DIR, validate
-from segsweep.datamodule import SceneDataModule
-from segsweep.files import write_json_atomic
-from segsweep.launch import adapt_to_launcher, in_multirun
+from segsweep.app.build import build_module, class_weights, instantiate_all
+from segsweep.app.config import CONFIG_DIR, register_resolvers, validate
+from segsweep.app.launch import adapt_to_launcher, in_multirun
+from segsweep.runs.callbacks import MetricsFile
+from segsweep.runs.checkpoint import AtomicCheckpointIO, resolve_checkpoint
+from segsweep.runs.record import mark_failed, record_path
 
 log = logging.getLogger(__name__)
+# Here, not in main(): parallel launchers resolve the job's config in worker processes that only import this module.
+register_resolvers()
 
 
 def fit_checkpoint(cfg: DictConfig) -> str | None:
@@ -40,13 +40,12 @@ def fit_checkpoint(cfg: DictConfig) -> str | None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the best checkpoint; returns the final metrics."""
-    validate(cfg)
+    datamodule = validate(cfg)
     plugins = adapt_to_launcher(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
     # Parallel launchers reuse processes: seed every job afresh (seed_everything also resets workers' seeds).
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule: SceneDataModule = instantiate(cfg.data)
     datamodule.setup("fit")
     weights = class_weights(cfg, datamodule)
     module = build_module(cfg, datamodule, weights)
@@ -71,24 +70,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _record_failure(cfg: DictConfig, error: Exception) -> None:
-    """Mark the run failed in metrics.json, also when it failed before training began."""
-    if not HydraConfig.initialized():
-        return
-    path = Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
-    if path.is_file() and json.loads(path.read_text()).get("status") == "failed":
-        return
-    config = OmegaConf.to_container(cfg, resolve=False)
-    write_json_atomic(
-        path,
-        {
-            "status": "failed",
-            "error": f"{type(error).__name__}: {error}",
-            "config": config,
-            "best": {"val/mIoU": None, "epoch": None},
-            "test": {},
-            "history": [],
-        },
-    )
+    """Mark the run failed in metrics.json, also when it failed before training began (a completed run keeps its results)."""
+    if HydraConfig.initialized():
+        run_dir = HydraConfig.get().runtime.output_dir
+        mark_failed(record_path(run_dir), OmegaConf.to_container(cfg, resolve=False), f"{type(error).__name__}: {error}")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -1,4 +1,4 @@
-"""PNG plots of a sweep report: learning curves, per-class IoU bars, predictions of each group's best run.
+"""PNG plots of a sweep report (arrays in, PNG out): learning curves, per-class IoU bars, a grid of predictions.
 
 Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot, no global backend change)
 and written atomically.
@@ -9,22 +9,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from segsweep.files import write_atomic
+from segsweep.runs.files import write_atomic
 
 Curve = Sequence[tuple[int, float]]  # (epoch counted from 1, val mIoU)
 
 
-def _save(figure: Figure, path: Path) -> Path:
+def _save(figure: Figure, path: Path, dpi: int = 100) -> Path:
     FigureCanvasAgg(figure)
     figure.tight_layout()
-    return write_atomic(path, lambda file: figure.savefig(file, format="png", dpi=100))
+    return write_atomic(path, lambda file: figure.savefig(file, format="png", dpi=dpi))
 
 
 def learning_curves(curves: Mapping[str, Sequence[Curve]], path: Path, threshold: float | None = None) -> Path:
@@ -78,54 +77,8 @@ def per_class_iou(
     return _save(figure, path)
 
 
-TEST_SCENE_KEYS = ("image_size", "test_size", "data_seed", "scene")
-
-
-def predictions(runs: Mapping[str, Path], path: Path, num_images: int = 4) -> tuple[Path | None, list[str]]:
-    """Rows: the first ``num_images`` test scenes; columns: input, ground truth, one prediction per run dir.
-
-    Runs whose checkpoint does not load are left out; returns the path (None if nothing could be drawn)
-    and one note per run left out.
-    """
-    import torch
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    from segsweep.build import load_module
-    from segsweep.visualize import overlay
-
-    columns: dict[str, np.ndarray] = {}
-    reference_key: str | None = None
-    notes: list[str] = []
-    datamodules: dict[str, Any] = {}
-    for label, run_dir in runs.items():
-        name = label.replace("\n", " ")
-        try:
-            module, cfg = load_module(run_dir)
-            # runs that differ only in how they train (order seed, batch size, workers) share test scenes
-            key = OmegaConf.to_yaml({name: cfg.data.get(name) for name in TEST_SCENE_KEYS})
-            if key not in datamodules:
-                datamodules[key] = instantiate(cfg.data)
-                datamodules[key].setup("test")
-            datamodule = datamodules[key]
-            test = datamodule.splits["test"]
-            images, masks = test.images[:num_images], test.masks[:num_images].long()
-            with torch.inference_mode():
-                predicted = module(images.float() / 255).argmax(1)
-        except Exception as error:  # one unreadable run must not cost the others their column
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            notes.append(f"{name}: no predictions ({type(error).__name__}: {first_line})")
-            continue
-        if reference_key is None:
-            reference_key = key
-            columns["input"] = images.permute(0, 2, 3, 1).numpy()
-            columns["ground truth"] = overlay(images, masks, datamodule.class_colors).permute(0, 2, 3, 1).numpy()
-        elif key != reference_key:
-            notes.append(f"{name}: its data config differs, so its column shows its own test scenes")
-            label = f"{label}\n(own scenes)"
-        columns[label] = overlay(images, predicted, datamodule.class_colors).permute(0, 2, 3, 1).numpy()
-    if reference_key is None:
-        return None, notes
+def prediction_grid(columns: Mapping[str, np.ndarray], path: Path) -> Path:
+    """Rows: images; columns: ``columns`` in order (uint8 [N,H,W,3] arrays each, e.g. input, ground truth, one per run)."""
     rows = min(len(images) for images in columns.values())
     figure = Figure(figsize=(1.8 * len(columns), 1.8 * rows + 0.4))
     grid = figure.subplots(rows, len(columns), squeeze=False)
@@ -137,4 +90,26 @@ def predictions(runs: Mapping[str, Path], path: Path, num_images: int = 4) -> tu
             axes.set_yticks([])
             if row == 0:
                 axes.set_title(title, fontsize="small")
-    return _save(figure, path), notes
+    return _save(figure, path)
+
+
+def confusion_matrix_png(counts: np.ndarray, share: np.ndarray, class_names: Sequence[str], title: str, path: Path) -> Path:
+    """The confusion matrix as an annotated heat map: colour = ``share`` of the true class (row), text = share and count."""
+    size = 1.2 + 1.1 * len(class_names)
+    figure = Figure(figsize=(size + 1.2, size))
+    axes = figure.add_subplot()
+    shown = axes.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
+    ticks = range(len(class_names))
+    axes.set_xticks(ticks, class_names, rotation=30, ha="right")
+    axes.set_yticks(ticks, class_names)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title(title, fontsize=10)
+    for i in ticks:
+        for j in ticks:
+            value = share[i, j]
+            text = "n/a" if math.isnan(value) else f"{100 * value:.1f}%\n{int(counts[i, j]):,}"
+            color = "white" if not math.isnan(value) and value > 0.5 else "black"
+            axes.text(j, i, text, ha="center", va="center", color=color, fontsize=8)
+    return _save(figure, path, dpi=120)

@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+from torchmetrics.classification import MulticlassConfusionMatrix
 
-from segsweep.metrics import BoundaryF1
+from segsweep.data.classes import DatasetClasses
+from segsweep.models.metrics import BoundaryF1, iou_from_confusion, pixel_accuracy
 
-IGNORE_INDEX = 255
+STAGES = ("val", "test")
 
 
-def stage_metrics(num_classes: int, boundary_tolerance: int) -> MetricCollection:
-    """Dataset-level metrics of one stage: per-class IoU (confusion matrix), pixel accuracy, boundary F1."""
+def stage_metrics(classes: DatasetClasses, boundary_tolerance: int) -> MetricCollection:
+    """Dataset-level metrics of one stage: one confusion matrix (IoU and pixel accuracy come from it) and boundary F1."""
     return MetricCollection(
         {
-            "iou": MulticlassJaccardIndex(num_classes, average="none", ignore_index=IGNORE_INDEX),
-            "pixel_acc": MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE_INDEX),
-            "boundary_f1": BoundaryF1(num_classes, tolerance=boundary_tolerance, ignore_index=IGNORE_INDEX),
+            "confusion": MulticlassConfusionMatrix(classes.num_classes, ignore_index=classes.ignore_index),
+            "boundary_f1": BoundaryF1(classes.num_classes, tolerance=boundary_tolerance, ignore_index=classes.ignore_index),
         },
         compute_groups=False,
     )
@@ -31,18 +31,21 @@ def stage_metrics(num_classes: int, boundary_tolerance: int) -> MetricCollection
 def metric_names(class_names: Sequence[str]) -> list[str]:
     """Every metric a run logs, e.g. for choosing ``optimized_metric``."""
     per_stage = ["loss", "mIoU", "pixel_acc", "boundary_f1", *(f"iou/{name}" for name in class_names)]
-    return ["train/loss", "val/mIoU_best", *(f"{stage}/{name}" for stage in ("val", "test") for name in per_stage)]
+    return ["train/loss", "val/mIoU_best", *(f"{stage}/{name}" for stage in STAGES for name in per_stage)]
 
 
 class SegmentationModule(pl.LightningModule):
-    """Trains ``net`` with ``loss``; logs ``<stage>/loss``, ``/mIoU``, ``/iou/<class>``, ``/pixel_acc``, ``/boundary_f1``."""
+    """Trains ``net`` with ``loss``; logs ``<stage>/loss``, ``/mIoU``, ``/iou/<class>``, ``/pixel_acc``, ``/boundary_f1``.
+
+    After each val/test epoch, ``confusion[stage]`` holds that epoch's [true, predicted] pixel counts.
+    """
 
     def __init__(
         self,
         net: nn.Module,
         loss: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
-        class_names: Sequence[str],
+        classes: DatasetClasses | Mapping[str, Any],
         scheduler: Callable[..., Any] | None = None,
         boundary_tolerance: int = 2,
         channels_last: bool = False,
@@ -50,17 +53,22 @@ class SegmentationModule(pl.LightningModule):
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.classes = classes if isinstance(classes, DatasetClasses) else DatasetClasses.from_dict(classes)
         # Only plain containers go into the checkpoint, so it loads with weights_only=True.
-        self.save_hyperparameters({"config": config or {}})
+        self.save_hyperparameters({"config": config or {}, "classes": self.classes.to_dict()})
         self.net, self.loss = net, loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.class_names = list(class_names)
         self.channels_last, self.compile = channels_last, compile
-        self.metrics = nn.ModuleDict({stage: stage_metrics(len(class_names), boundary_tolerance) for stage in ("val", "test")})
+        self.metrics = nn.ModuleDict({stage: stage_metrics(self.classes, boundary_tolerance) for stage in STAGES})
+        self.confusion: dict[str, Tensor] = {}
         self.val_miou_best = MaxMetric()
         self.val_miou_best.persistent(True)  # a resumed run keeps its best so far
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.classes.names)
 
     def configure_model(self) -> None:
         if self.compile and not isinstance(self.net, torch._dynamo.eval_frame.OptimizedModule):
@@ -97,12 +105,15 @@ class SegmentationModule(pl.LightningModule):
     def _log_epoch_metrics(self, stage: str) -> Tensor:
         values = self.metrics[stage].compute()
         self.metrics[stage].reset()
-        iou = values["iou"]
-        logged = {f"{stage}/pixel_acc": values["pixel_acc"], f"{stage}/boundary_f1": values["boundary_f1"]}
-        logged.update({f"{stage}/iou/{name}": iou[i] for i, name in enumerate(self.class_names)})
+        confusion = values["confusion"]
+        self.confusion[stage] = confusion.detach().cpu().long()
+        iou = iou_from_confusion(confusion)
+        logged = {f"{stage}/pixel_acc": pixel_accuracy(confusion), f"{stage}/boundary_f1": values["boundary_f1"]}
+        logged.update({f"{stage}/iou/{name}": iou[i] for i, name in enumerate(self.classes.names)})
         self.log_dict(logged)
-        self.log(f"{stage}/mIoU", iou.mean(), prog_bar=True)
-        return iou.mean()
+        miou = iou.nanmean()
+        self.log(f"{stage}/mIoU", miou, prog_bar=True)
+        return miou
 
     def on_validation_epoch_end(self) -> None:
         miou = self._log_epoch_metrics("val")

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-IGNORE_INDEX = 255  # the "void" label of Cityscapes/VOC-style masks, as in torchvision's segmentation references
+from segsweep.data.classes import IGNORE_INDEX
 
 
 class CrossEntropyLoss(nn.Module):

@@ -12,7 +12,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from segsweep.scenes import CLASS_COLORS, CLASS_NAMES, SceneSpec, generate_scenes, image_keys, uniform
+from segsweep.data.classes import DatasetClasses
+from segsweep.data.scenes import SCENE_CLASSES, SceneSpec, generate_scenes, image_keys, uniform
+from segsweep.runs.images import to_unit_float
 
 _STREAM_ORDER, _STREAM_FLIP = 11, 12
 
@@ -73,7 +75,7 @@ class SceneDataset(Dataset):
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
         index, epoch = item if isinstance(item, tuple) else (item, 0)
-        image, mask = self.images[index].float().div_(255.0), self.masks[index].long()
+        image, mask = to_unit_float(self.images[index]), self.masks[index].long()
         if self.hflip_seed is not None and self.flipped(index, epoch):
             image, mask = image.flip(-1), mask.flip(-1)
         return image, mask
@@ -126,12 +128,21 @@ class SceneDataModule(pl.LightningDataModule):
         self.multiprocessing_context = multiprocessing_context
         self.splits: dict[str, SceneDataset] = {}
 
-    class_names: Sequence[str] = CLASS_NAMES
-    class_colors: Sequence[tuple[int, int, int]] = CLASS_COLORS
+    classes: DatasetClasses = SCENE_CLASSES
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.classes.names
 
     @property
     def num_classes(self) -> int:
-        return len(self.class_names)
+        return self.classes.num_classes
+
+    def sample_images(self, split: str, count: int) -> tuple[Tensor, Tensor]:
+        """The first ``count`` images (uint8 [N,3,H,W]) and masks (long [N,H,W]) of ``split``, unaugmented."""
+        self.setup(split)
+        dataset = self.splits[split]
+        return dataset.images[:count], dataset.masks[:count].long()
 
     def generate(self, split: str) -> tuple[Tensor, Tensor]:
         """All images and masks of ``split``, generated in chunks to bound peak memory."""

@@ -15,8 +15,11 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from segsweep.data.classes import DatasetClasses
+
 CLASS_NAMES: tuple[str, ...] = ("background", "road", "car", "pedestrian")
 CLASS_COLORS: tuple[tuple[int, int, int], ...] = ((100, 150, 180), (100, 100, 100), (180, 50, 50), (50, 170, 50))
+SCENE_CLASSES = DatasetClasses(CLASS_NAMES, CLASS_COLORS)
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2, "predict": 3}
 LAYOUTS = ("random", "notebook")
 # The colours the notebook draws (its CLASS_COLORS above are only for colouring masks).

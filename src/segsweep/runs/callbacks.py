@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -14,9 +13,10 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from segsweep.files import write_json_atomic
-from segsweep.manifest import manifest, now
-from segsweep.visualize import comparison_grid, to_uint8
+from segsweep.runs.images import to_unit_float
+from segsweep.runs.manifest import manifest, now
+from segsweep.runs.record import RecordError, load_record, mark_failed, record_path, write_record
+from segsweep.runs.visualize import comparison_grid
 
 
 def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
@@ -26,8 +26,8 @@ def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
 class MetricsFile(pl.Callback):
     """Keeps ``metrics.json`` (status, config, best, test, history) up to date, written atomically."""
 
-    def __init__(self, dirpath: str, filename: str = "metrics.json") -> None:
-        self.path = Path(dirpath) / filename
+    def __init__(self, dirpath: str) -> None:
+        self.path = record_path(dirpath)
         self.history: list[dict[str, float]] = []
         self.test: dict[str, float] = {}
         self.extra: dict[str, Any] = {}
@@ -52,7 +52,7 @@ class MetricsFile(pl.Callback):
         DDP test runs in fresh processes) is kept from the file already written."""
         if trainer.global_rank != 0:
             return
-        existing = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        existing = _existing_record(self.path)
         self.history = self.history or existing.get("history", [])
         self.test = self.test or existing.get("test", {})
         self.manifest = self.manifest or existing.get("manifest")
@@ -69,10 +69,16 @@ class MetricsFile(pl.Callback):
             "manifest": self.manifest,
             **self.extra,
         }
-        write_json_atomic(self.path, content)
+        write_record(self.path, content)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.perf_counter()
+        classes = getattr(pl_module, "classes", None)
+        pixel_counts = getattr(trainer.datamodule, "class_pixel_counts", None)
+        if classes is not None:
+            # the report's "rarest class" is the one with the fewest training pixels
+            train_pixels = {"train_pixels": pixel_counts.tolist()} if pixel_counts is not None else {}
+            self.record("classes", {**classes.to_dict(), **train_pixels})
         if self.manifest is None:
             self.manifest = manifest(pl_module.hparams.get("config", {}).get("seed"), str(pl_module.device))
         else:  # restored from a checkpoint: the same run, resumed
@@ -95,7 +101,12 @@ class MetricsFile(pl.Callback):
         self.write(trainer, pl_module, "completed")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self.write(trainer, pl_module, "failed", f"{type(exception).__name__}: {exception}")
+        error = f"{type(exception).__name__}: {exception}"
+        if _existing_record(self.path).get("status") == "completed":  # a later command failed: keep the results
+            if trainer.global_rank == 0:
+                mark_failed(self.path, pl_module.hparams.get("config", {}), error)
+            return
+        self.write(trainer, pl_module, "failed", error)
 
     def state_dict(self) -> dict[str, Any]:
         elapsed = self._elapsed_before + time.perf_counter() - self._started
@@ -107,6 +118,16 @@ class MetricsFile(pl.Callback):
         self.history = list(state_dict["history"])
         self._elapsed_before = float(state_dict["elapsed_s"])
         self.manifest = state_dict.get("manifest")
+
+
+def _existing_record(path: Path) -> dict[str, Any]:
+    """The record already at ``path`` (empty if none, or if it is unreadable: it is then rewritten whole)."""
+    if not path.is_file():
+        return {}
+    try:
+        return load_record(path)
+    except RecordError:
+        return {}
 
 
 class RngState(pl.Callback):
@@ -151,12 +172,10 @@ class PredictionImages(pl.Callback):
         due = (trainer.current_epoch + 1) % self.every_n_epochs == 0 or last_epoch or trainer.should_stop
         if trainer.sanity_checking or not due or not isinstance(trainer.logger, TensorBoardLogger) or trainer.global_rank != 0:
             return
-        dataset = trainer.datamodule.splits["val"]
-        count = min(self.num_images, len(dataset))
-        images = dataset.images[:count].to(pl_module.device).float() / 255.0
+        images, masks = trainer.datamodule.sample_images("val", self.num_images)
         with torch.inference_mode():
-            predictions = pl_module(images).argmax(dim=1)
-        grid = comparison_grid(to_uint8(images), dataset.masks[:count].long(), predictions, trainer.datamodule.class_colors)
+            predictions = pl_module(to_unit_float(images).to(pl_module.device)).argmax(dim=1)
+        grid = comparison_grid(images, masks, predictions, pl_module.classes.colors)
         trainer.logger.experiment.add_image("val/predictions", grid, global_step=trainer.global_step)
 
 

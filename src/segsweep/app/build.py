@@ -9,13 +9,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from segsweep.checkpoint import CheckpointError, load_checkpoint
-from segsweep.class_weights import compute_class_weights
-from segsweep.datamodule import SceneDataModule
-from segsweep.module import SegmentationModule
+from segsweep.models.class_weights import compute_class_weights
+from segsweep.models.module import SegmentationModule
+from segsweep.runs.checkpoint import CheckpointError, load_checkpoint
+from segsweep.runs.cli import USER_ERRORS
 
 
-def class_weights(cfg: DictConfig, datamodule: SceneDataModule) -> torch.Tensor | None:
+def class_weights(cfg: DictConfig, datamodule: Any) -> torch.Tensor | None:
     """``loss.class_weights`` (a strategy name or a list) as a tensor, from the train split's pixel counts."""
     weights = cfg.loss.get("class_weights")
     if weights is None:
@@ -24,15 +24,18 @@ def class_weights(cfg: DictConfig, datamodule: SceneDataModule) -> torch.Tensor 
     return compute_class_weights(strategy, datamodule.class_pixel_counts, image_pixel_counts=datamodule.class_image_pixels)
 
 
-def build_module(cfg: DictConfig, datamodule: SceneDataModule, weights: torch.Tensor | None = None) -> SegmentationModule:
-    """The LightningModule of a composed config."""
-    loss = instantiate(cfg.loss) if weights is None else instantiate(cfg.loss, class_weights=weights)
+def build_module(cfg: DictConfig, datamodule: Any, weights: torch.Tensor | None = None) -> SegmentationModule:
+    """The LightningModule of a composed config; the classes and their ignore index come from the datamodule."""
+    classes = datamodule.classes
+    loss_options: dict[str, Any] = {"ignore_index": classes.ignore_index}
+    if weights is not None:
+        loss_options["class_weights"] = weights
     return SegmentationModule(
         net=instantiate(cfg.model),
-        loss=loss,
+        loss=instantiate(cfg.loss, **loss_options),
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        class_names=datamodule.class_names,
+        classes=classes,
         config=OmegaConf.to_container(cfg, resolve=True),
         **cfg.get("module", {}),
     )
@@ -43,8 +46,18 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(node) for node in (group or {}).values() if node is not None and "_target_" in node]
 
 
-def load_module(path: str | Path, datamodule: SceneDataModule | None = None) -> tuple[SegmentationModule, DictConfig]:
-    """Rebuild the module saved in a checkpoint (file or run dir) and load its weights."""
+def load_module(path: str | Path, datamodule: Any | None = None) -> tuple[SegmentationModule, DictConfig]:
+    """Rebuild the module saved in a checkpoint (file or run dir) and load its weights; a failure is one line naming the file."""
+    try:
+        return _load_module(path, datamodule)
+    except USER_ERRORS:
+        raise
+    except Exception as error:  # e.g. a KeyError from torch.load on a file that is not a checkpoint at all
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{path}: cannot load this checkpoint ({type(error).__name__}: {first})") from error
+
+
+def _load_module(path: str | Path, datamodule: Any | None) -> tuple[SegmentationModule, DictConfig]:
     checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: not a segsweep checkpoint (no state_dict)")

@@ -1,20 +1,22 @@
-"""Where the Hydra configs live, our OmegaConf resolvers, and early validation of a composed config."""
+"""Where the Hydra configs live, our OmegaConf resolvers, and validation of a composed config before any work."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from segsweep.module import metric_names
-from segsweep.scenes import CLASS_NAMES
-from segsweep.search import resumable_seed
+from segsweep.app.search import resumable_seed
+from segsweep.models.module import metric_names
 
 
 def _config_dir() -> Path:
     """``conf/`` of the source tree (editable install), or the copy shipped inside a wheel."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     for candidate in (package / "conf", package.parents[1] / "conf"):
         if (candidate / "train.yaml").is_file():
             return candidate
@@ -41,6 +43,7 @@ def deterministic_default() -> bool | str:
 
 
 def register_resolvers() -> None:
+    """Our OmegaConf resolvers; every entry point calls this before Hydra composes its config."""
     resolvers = {
         "job_dirname": job_dirname,
         "run_dir": run_dir,
@@ -52,39 +55,49 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, resolver)
 
 
-register_resolvers()
+
+def _instantiate_data(data: DictConfig) -> Any:
+    """The datamodule of ``data`` (cheap: nothing is generated or read before ``setup``), its own checks' errors unwrapped."""
+    try:
+        return instantiate(data)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, (ValueError, FileNotFoundError)):
+            raise error.__cause__ from None
+        raise
 
 
-def validate(cfg: DictConfig) -> None:
-    """Fail before any work with one line naming the offending key."""
-    data, model, trainer = cfg.data, cfg.model, cfg.trainer
-    for key in ("image_size", "train_size", "val_size", "test_size", "batch_size"):
-        value = data.get(key)
-        if value is not None and value < 1:
-            raise ValueError(f"data.{key} must be >= 1, got {value}")
+def validate(cfg: DictConfig) -> Any:
+    """Fail before any work with one line naming the offending key; returns the (not yet set up) datamodule.
+
+    The datamodule checks its own keys; what depends on the dataset's classes is checked against them here.
+    """
+    model, trainer = cfg.model, cfg.trainer
     if cfg.get("threads") is not None and cfg.threads < 1:
         raise ValueError(f"threads must be >= 1 (or null for torch's default), got {cfg.threads}")
     if trainer.get("max_epochs") is not None and trainer.max_epochs < 1:
         raise ValueError(f"trainer.max_epochs must be >= 1, got {trainer.max_epochs}")
+    datamodule = _instantiate_data(cfg.data)
+    classes = datamodule.classes
     num_classes = model.get("num_classes")
-    if num_classes is not None and num_classes != len(CLASS_NAMES):
+    if num_classes is not None and num_classes != classes.num_classes:
         raise ValueError(
-            f"model.num_classes={num_classes} but the scenes have {len(CLASS_NAMES)} classes ({', '.join(CLASS_NAMES)})"
+            f"model.num_classes={num_classes} but the data has {classes.num_classes} classes ({', '.join(classes.names)})"
         )
-    depth, size = model.get("depth"), data.get("image_size")
+    depth, size = model.get("depth"), cfg.data.get("image_size")
     if depth is not None and size is not None and size < 2**depth:
         raise ValueError(f"data.image_size={size} is smaller than 2**model.depth={2**depth}: lower model.depth or raise the size")
     weights = cfg.loss.get("class_weights")
-    if OmegaConf.is_list(weights) and len(weights) != len(CLASS_NAMES):
-        raise ValueError(f"loss.class_weights has {len(weights)} values but there are {len(CLASS_NAMES)} classes")
+    if OmegaConf.is_list(weights) and len(weights) != classes.num_classes:
+        raise ValueError(f"loss.class_weights has {len(weights)} values but there are {classes.num_classes} classes")
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).exists():
         raise FileNotFoundError(f"ckpt_path: {cfg.ckpt_path} does not exist")
     metric = cfg.get("optimized_metric")
-    if metric and metric not in metric_names(CLASS_NAMES):
+    if metric and metric not in metric_names(classes.names):
         raise ValueError(
-            f"optimized_metric: {metric!r} is not a metric of a run; choose from {', '.join(metric_names(CLASS_NAMES))}"
+            f"optimized_metric: {metric!r} is not a metric of a run; choose from {', '.join(metric_names(classes.names))}"
         )
     if cfg.get("resume") not in (True, False, None, "auto"):
         raise ValueError(f"resume: expected true, false or auto, got {cfg.resume!r}")
     if cfg.get("resume") is True and not (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file():
         raise FileNotFoundError(f"resume=true: {cfg.paths.output_dir} has no checkpoints/last.ckpt to resume from")
+    return datamodule

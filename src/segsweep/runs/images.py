@@ -1,4 +1,4 @@
-"""Image files: reading any common format as RGB, writing class masks and overlays as PNG (atomically)."""
+"""Image files and pixels: reading any common format as RGB, uint8 <-> [0, 1] float, class masks and overlays as PNG."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
-from segsweep.files import write_atomic
+from segsweep.runs.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,16 @@ def read_image(path: str | Path) -> Tensor:
     if pixels.ndim != 3 or pixels.shape[0] == 0 or pixels.shape[1] == 0:
         raise ImageError(f"{path}: image has no pixels")
     return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).contiguous()
+
+
+def to_unit_float(images: Tensor) -> Tensor:
+    """uint8 images (0..255) as float32 in [0, 1], the networks' input range."""
+    return images.float().div(255.0)
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """Float images in [0, 1] as uint8."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def palette_png(mask: Tensor, colors: Sequence[tuple[int, int, int]]) -> bytes:

@@ -1,4 +1,4 @@
-"""Segmentation metrics missing from torchmetrics."""
+"""Segmentation metrics: IoU and pixel accuracy from one confusion matrix, and boundary F1 (missing from torchmetrics)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,35 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+from segsweep.data.classes import IGNORE_INDEX
+
+
+def iou_from_confusion(confusion: Tensor) -> Tensor:
+    """Per-class IoU [C] of a [true, predicted] confusion matrix: TP / (TP + FP + FN).
+
+    A class absent from both truth and prediction has no IoU: NaN, left out of the mean (``mean_iou``).
+    This is the one convention of training, eval, predict and the report."""
+    confusion = confusion.float()
+    true_positives = confusion.diag()
+    union = confusion.sum(0) + confusion.sum(1) - true_positives
+    return torch.where(union != 0, true_positives / union, torch.full_like(union, float("nan")))
+
+
+def mean_iou(confusion: Tensor) -> Tensor:
+    """mIoU over the classes present in truth or prediction (NaN if none is)."""
+    return iou_from_confusion(confusion).nanmean()
+
+
+def pixel_accuracy(confusion: Tensor) -> Tensor:
+    """Share of the scored pixels whose class is right."""
+    return confusion.diag().sum().float() / confusion.sum().float()
+
+
+def confusion_matrix(truth: Tensor, prediction: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """int64 [true, predicted] pixel counts of label maps of any shape; ``ignore_index`` pixels are left out."""
+    return multiclass_confusion_matrix(prediction, truth, num_classes, ignore_index=ignore_index, validate_args=False)
 
 
 def _boundaries(masks: Tensor, neutral: Tensor) -> Tensor:
@@ -52,7 +81,7 @@ class BoundaryF1(Metric):
         self,
         num_classes: int,
         tolerance: int = 2,
-        ignore_index: int | None = 255,
+        ignore_index: int | None = IGNORE_INDEX,
         average: str = "macro",
         **kwargs,
     ) -> None:

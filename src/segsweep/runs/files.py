@@ -1,8 +1,11 @@
-"""Atomic file writes: a killed process never leaves a truncated file behind."""
+"""Atomic file writes (a killed process never leaves a truncated file behind) and the text of CSV files."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -40,3 +43,14 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """Rows as CSV text; the columns are every key in order of appearance, NaN is an empty cell."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: "" if isinstance(value, float) and math.isnan(value) else value for key, value in row.items()})
+    return buffer.getvalue()

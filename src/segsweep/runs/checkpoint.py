@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from segsweep.files import write_atomic
+from segsweep.runs.files import write_atomic
 
 
 class CheckpointError(ValueError):

@@ -24,8 +24,3 @@ def comparison_grid(images: Tensor, targets: Tensor, predictions: Tensor, colors
     """One row per scene: input, ground-truth overlay, prediction overlay (uint8 [3,H',W'])."""
     rows = torch.stack([images.cpu(), overlay(images, targets, colors), overlay(images, predictions, colors)], dim=1)
     return make_grid(rows.flatten(0, 1), nrow=3, padding=2, pad_value=255)
-
-
-def to_uint8(images: Tensor) -> Tensor:
-    """Float images in [0, 1] to uint8."""
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8)

@@ -1,0 +1,1 @@
+"""Datasets: the class description, the synthetic scene generator and its datamodule."""

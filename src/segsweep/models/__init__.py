@@ -1,0 +1,1 @@
+"""What is trained: the LightningModule, networks, losses, metrics and class weights."""

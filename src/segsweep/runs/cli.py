@@ -1,0 +1,83 @@
+"""What every command-line entry point shares: user errors, one-line messages, output dirs, device choice."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
+
+from segsweep.runs.checkpoint import CheckpointError
+
+
+class UsageError(OSError):
+    """An output location that cannot be used; the message names it."""
+
+
+# Errors that are the user's input (a path, a value): reported as one line, exit code 1.
+USER_ERRORS = (
+    CheckpointError,
+    UsageError,
+    InstantiationException,
+    FileNotFoundError,
+    NotADirectoryError,
+    FileExistsError,
+    PermissionError,
+    ValueError,
+)
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error; our ValueErrors already name the key or file, others get their type."""
+    if isinstance(error, InstantiationException) and error.__cause__ is not None:
+        error = error.__cause__  # the cause names the bad key or file
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    return first if isinstance(error, (ValueError, UsageError)) else f"{type(error).__name__}: {first}"
+
+
+def prepare_output_dir(path: Path) -> Path:
+    """Create ``path`` and check a file can be written there; one line naming it otherwise."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".write-check."):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UsageError(f"output_dir={path}: cannot write there ({reason})") from None
+    return path
+
+
+def require(cfg: DictConfig, *keys: str) -> None:
+    """Mandatory keys (``???`` in the config) as one clear line instead of OmegaConf's traceback."""
+    for key in keys:
+        if OmegaConf.is_missing(cfg, key):
+            raise ValueError(f"{key} is required: add {key}=<value> to the command (see conf/{cfg.task_name}.yaml)")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (cuda when available, else cpu) or a torch device name; one line if it is not usable here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"device={name!r}: {error}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name}: CUDA is not available here (use device=cpu or device=auto)")
+    return device
+
+
+def json_safe(value: Any) -> Any:
+    """NaN -> null, so the JSON files we write are strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_safe(item) for item in value]
+    return value

@@ -1,0 +1,120 @@
+"""Reading a multirun dir: its jobs, their overrides and run records, which keys were swept, and grouping."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segsweep.runs.record import RecordError, load_record, record_path
+
+SEED_KEY = "seed"
+_OVERRIDE = re.compile(r"^(?P<prefix>~|\+\+|\+)?(?P<key>[^=]+)(?:=(?P<value>.*))?$", re.DOTALL)
+
+
+class ReportError(ValueError):
+    """The sweep dir cannot be reported on (missing, or holds no jobs)."""
+
+
+@dataclass
+class Job:
+    name: str
+    path: Path
+    overrides: dict[str, str]
+    metrics: dict[str, Any] | None
+    # why the job did not finish; None when it completed with test metrics
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.error is None
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return sorted((self.metrics or {}).get("history") or [], key=lambda entry: entry.get("epoch", 0))
+
+    @property
+    def classes(self) -> dict[str, Any] | None:
+        """The dataset's classes as the run recorded them (names, colours, ignore index, train pixel counts)."""
+        classes = (self.metrics or {}).get("classes")
+        return classes if isinstance(classes, dict) else None
+
+    @property
+    def has_checkpoint(self) -> bool:
+        return (self.path / "checkpoints" / "best.ckpt").is_file()
+
+
+def parse_override(override: str) -> tuple[str, str]:
+    """``key=value`` (also ``+key=value``, ``~key``) -> (key, value)."""
+    match = _OVERRIDE.match(override.strip())
+    if not match:
+        return override, ""
+    value = match["value"] if match["value"] is not None else ""
+    return match["key"].strip(), ("~" + value if match["prefix"] == "~" else value)
+
+
+def read_job(path: Path, name: str) -> Job:
+    """One job dir: its overrides and metrics.json, with the reason it did not finish if so."""
+    job = Job(name=name, path=path, overrides={}, metrics=None)
+    try:
+        overrides = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
+        job.overrides = dict(parse_override(str(item)) for item in overrides)
+    except (OSError, yaml.YAMLError) as error:
+        job.error = f".hydra/overrides.yaml unreadable ({type(error).__name__})"
+        return job
+    path_of_record = record_path(path)
+    if not path_of_record.is_file():
+        job.error = "no metrics.json (killed, or still running)"
+        return job
+    try:
+        job.metrics = load_record(path_of_record)
+    except RecordError as error:
+        job.error = f"metrics.json unreadable ({str(error).removeprefix(f'{path_of_record}: ')})"
+        return job
+    status = job.metrics.get("status")
+    if status != "completed":
+        job.error = f"{status}: {job.metrics.get('error') or 'no error recorded'}"
+    elif not isinstance((job.metrics.get("test") or {}).get("test/mIoU"), (int, float)):
+        job.error = "no test metrics (killed before or during testing)"
+    return job
+
+
+def _natural(text: str) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def find_jobs(sweep_dir: Path) -> list[Job]:
+    """Every Hydra job under the sweep dir (a dir with ``.hydra/overrides.yaml``), in natural name order."""
+    if not sweep_dir.exists():
+        raise ReportError(f"{sweep_dir}: no such directory")
+    if not sweep_dir.is_dir():
+        raise ReportError(f"{sweep_dir}: not a directory")
+    jobs = [
+        read_job(marker.parent.parent, marker.parent.parent.relative_to(sweep_dir).as_posix())
+        for marker in sweep_dir.rglob(".hydra/overrides.yaml")
+    ]
+    if not jobs:
+        raise ReportError(f"{sweep_dir}: no Hydra jobs found (no <job>/.hydra/overrides.yaml); is it a multirun dir?")
+    for job in jobs:
+        if job.name == ".":
+            job.name = sweep_dir.name
+    return sorted(jobs, key=lambda job: _natural(job.name))
+
+
+def swept_keys(jobs: Sequence[Job]) -> list[str]:
+    """Override keys whose value differs across jobs (a key some jobs lack counts as differing)."""
+    keys = sorted({key for job in jobs for key in job.overrides})
+    return [key for key in keys if len({job.overrides.get(key) for job in jobs}) > 1]
+
+
+def group_jobs(jobs: Sequence[Job], keys: Sequence[str]) -> dict[str, list[Job]]:
+    """Jobs by their values of ``keys`` (label ``k=v,k2=v2``; ``all jobs`` when no key is swept)."""
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        label = ",".join(f"{key}={job.overrides[key]}" if key in job.overrides else f"{key}=<default>" for key in keys)
+        groups.setdefault(label or "all jobs", []).append(job)
+    return groups

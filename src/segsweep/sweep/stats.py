@@ -1,0 +1,46 @@
+"""Statistics over the seeds of a group: mean and sample std, convergence epochs, the convergence threshold."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from segsweep.sweep.jobs import Job
+
+THRESHOLD_FRACTION = 0.9
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1) of the non-NaN values; std is NaN for a single value."""
+    values = [float(value) for value in values if value is not None and not math.isnan(float(value))]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def convergence_epoch(history: Sequence[dict[str, Any]], threshold: float, metric: str = "val/mIoU") -> int | None:
+    """The epoch, counted from 1, at whose end ``metric`` first reached ``threshold``; None if it never did."""
+    for position, entry in enumerate(sorted(history, key=lambda entry: entry.get("epoch", 0))):
+        value = entry.get(metric)
+        if value is not None and not math.isnan(value) and value >= threshold:
+            return int(entry["epoch"]) + 1 if "epoch" in entry else position + 1
+    return None
+
+
+def default_threshold(jobs: Sequence[Job], fraction: float = THRESHOLD_FRACTION) -> tuple[float, str]:
+    """``fraction`` x the best val mIoU any job reached (failed ones too), and a note saying so."""
+    best, best_job = -math.inf, None
+    for job in jobs:
+        for entry in job.history:
+            value = entry.get("val/mIoU")
+            if value is not None and not math.isnan(value) and value > best:
+                best, best_job = value, job.name
+    if best_job is None:
+        return math.nan, "no job has a val mIoU history"
+    return fraction * best, f"{fraction:g} x the best val mIoU of the sweep ({best:.4f}, job {best_job})"
+
+
+def nan_to(value: float, default: float) -> float:
+    return default if math.isnan(value) else value

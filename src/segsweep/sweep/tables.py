@@ -1,0 +1,126 @@
+"""The sweep report as text: report.md, report.csv and the console table."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from segsweep.runs.files import csv_text
+from segsweep.sweep.jobs import SEED_KEY
+from segsweep.sweep.summary import Group, Report, fmt, pm
+
+
+def _converge_cell(group: Group) -> str:
+    if not group.converge_epochs:
+        return "-"
+    never = group.never_converged
+    if never == len(group.converge_epochs):
+        return "never"
+    cell = pm(group.stats["converge_epoch"], 1)
+    return f"{cell} ({never} never)" if never else cell
+
+
+def csv_rows(report: Report) -> list[dict[str, Any]]:
+    """One row per group: swept values, counts, mean and std of every metric, convergence, wall time."""
+    rows = []
+    for rank, group in enumerate(report.groups, start=1):
+        row: dict[str, Any] = {"rank": rank, "group": group.label, **group.params}
+        row |= {"n_completed": len(group.finished), "n_jobs": len(group.jobs)}
+        for name, stat in group.stats.items():
+            column = name.replace("test/", "test_").replace("/", "_")
+            row[f"{column}_mean"], row[f"{column}_std"] = stat
+        row |= {"converge_never": group.never_converged, "converge_threshold": report.threshold}
+        rows.append(row)
+    return rows
+
+
+def _columns(report: Report, compact: bool = False) -> list[tuple[str, Any]]:
+    """(header, cell function) of the comparison table; ``compact`` (the console) has short headers and std for test mIoU only."""
+    threshold = "-" if math.isnan(report.threshold) else f"{report.threshold:.3f}"
+    detail = (lambda name: lambda group: fmt(group.mean(name))) if compact else (lambda name: lambda group: pm(group.stats[name]))
+    return [
+        ("group", lambda group: group.label),
+        ("seeds" if compact else "seeds done", lambda group: f"{len(group.finished)}/{len(group.jobs)}"),
+        ("test mIoU", lambda group: pm(group.stats["test/mIoU"])),
+        *((name if compact else f"IoU {name}", detail(f"test/iou/{name}")) for name in report.class_names),
+        ("pixel acc", detail("test/pixel_acc")),
+        ("boundary F1", detail("test/boundary_f1")),
+        (f"epochs to {threshold}" if compact else f"epochs to val mIoU {threshold}", _converge_cell),
+        ("time s" if compact else "wall time s", lambda group: fmt(group.mean("wall_time_s"), 1)),
+    ]
+
+
+def _is_best(report: Report, group: Group) -> bool:
+    return group is report.groups[0] and not math.isnan(group.mean("test/mIoU"))
+
+
+def markdown(report: Report) -> str:
+    """report.md: headline, table, failed jobs, plots."""
+    columns = _columns(report)
+    swept = ", ".join(f"`{key}`" for key in report.swept) or "nothing but the seed"
+    lines = [
+        f"# Sweep report: {report.sweep_dir.name}",
+        "",
+        report.headline,
+        "",
+        f"Groups: every swept override except `{SEED_KEY}` ({swept}); mean ± sample std over the seeds that finished. "
+        f"Sorted by test mIoU, best first (**bold**). Epochs to threshold count from 1 (1 = reached at the end of the "
+        f"first epoch), averaged over the seeds that reached it; threshold = {report.threshold_note}.",
+        "",
+        "| " + " | ".join(header for header, _ in columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    for group in report.groups:
+        cells = [str(cell(group)).replace("|", "\\|") for _, cell in columns]
+        if _is_best(report, group):
+            cells = [f"**{cell}**" for cell in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Failed or missing jobs", ""]
+    lines += [f"- `{job.name}`: {job.error}" for job in report.failed] or ["None: every job finished."]
+    plots = {name: path for name, path in report.paths.items() if path.suffix == ".png"}
+    if plots or report.notes:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{name}]({path.name})" for name, path in plots.items()]
+        lines += [f"- {note}" for note in report.notes]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(report: Report) -> str:
+    return csv_text(csv_rows(report))
+
+
+def rich_table(report: Report) -> Table:
+    """The console table, best group first in bold green; std of the per-class columns is in report.md."""
+    columns = _columns(report, compact=True)
+    title = f"Sweep {report.sweep_dir}: test metrics (IoU per class), epochs counted from 1, wall time"
+    table = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+    table.add_column("rank", justify="right")
+    for index, (header, cell) in enumerate(columns):
+        keep = index in (0, 2)  # the group label and test mIoU are never folded
+        widest = max((len(str(cell(group))) for group in report.groups), default=1) if keep else None
+        table.add_column(header.replace(" ", "\n"), min_width=widest, no_wrap=keep, overflow="fold")
+    for rank, group in enumerate(report.groups, start=1):
+        best = _is_best(report, group)
+        table.add_row(
+            "best" if best else str(rank), *(str(cell(group)) for _, cell in columns), style="bold green" if best else None
+        )
+    return table
+
+
+def print_report(report: Report, console: Console | None = None) -> None:
+    """The table (best group in bold green), the failed jobs and where the files are."""
+    # piped output (make, CI logs) would otherwise wrap the table at 80 columns
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    console.print(rich_table(report))
+    console.print(report.headline.replace("`", ""), highlight=False)
+    for job in report.failed:
+        console.print(f"[red]not finished[/red] {job.name}: {job.error}", markup=True, highlight=False)
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False)
+    if report.paths:
+        console.print(f"report: {', '.join(str(path) for path in report.paths.values())}", highlight=False)
