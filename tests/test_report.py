@@ -197,7 +197,7 @@ def test_a_sweep_over_the_learning_rate_is_grouped_by_it(tmp_path):
     fast, slow = report.groups
     assert fast.converge_epochs == [2, 2, 2] and slow.converge_epochs == [None, None, None]
     assert "Fastest to converge: `optimizer.lr=0.01`" in report.headline and "0.230 ahead of the runner-up" in report.headline
-    assert "| optimizer.lr=0.001 | 3/3 | 0.520 ± 0.020 |" in (tmp_path / "report.md").read_text()
+    assert "| optimizer.lr=0.001 | 3/3 | 0.520 ± 0.020 [" in (tmp_path / "report.md").read_text()
     assert "| never |" in (tmp_path / "report.md").read_text()
     assert {"curves", "per_class_iou"} <= set(report.paths) and "predictions" not in report.paths
     assert_png(tmp_path / "curves.png")

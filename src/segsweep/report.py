@@ -56,6 +56,16 @@ def _plots(report: Report, num_images: int) -> None:
             path,
         ),
     }
+    compared = [group for group in done if group.diff is not None]
+    if compared:
+        drawers["differences"] = lambda path: plots.differences(
+            [group.label for group in compared],
+            [group.diff.mean for group in compared],
+            [group.diff.low for group in compared],
+            [group.diff.high for group in compared],
+            report.groups[0].label,
+            path,
+        )
     if num_images > 0:
         drawers["predictions"] = lambda path: _predictions(report, path, num_images)
     for name, draw in drawers.items():

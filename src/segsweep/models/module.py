@@ -12,6 +12,7 @@ from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from segsweep.data.classes import DatasetClasses
+from segsweep.models.image_counts import ImageIntersectionUnion
 from segsweep.models.metrics import BoundaryF1, iou_from_confusion, pixel_accuracy
 
 STAGES = ("val", "test")
@@ -61,6 +62,9 @@ class SegmentationModule(pl.LightningModule):
         self.channels_last, self.compile = channels_last, compile
         self.metrics = nn.ModuleDict({stage: stage_metrics(self.classes, boundary_tolerance) for stage in STAGES})
         self.confusion: dict[str, Tensor] = {}
+        # per test image: what the report's bootstrap resamples; set after each test epoch
+        self.image_counts = ImageIntersectionUnion(self.classes.num_classes, self.classes.ignore_index)
+        self.test_image_counts: tuple[Tensor, Tensor] | None = None
         self.val_miou_best = MaxMetric()
         self.val_miou_best.persistent(True)  # a resumed run keeps its best so far
         if channels_last:
@@ -94,7 +98,10 @@ class SegmentationModule(pl.LightningModule):
         images, masks = batch
         logits = self(images)
         self.log(f"{stage}/loss", self.loss(logits, masks), on_epoch=True, sync_dist=True, batch_size=images.shape[0])
-        self.metrics[stage].update(logits.argmax(dim=1), masks)
+        predictions = logits.argmax(dim=1)
+        self.metrics[stage].update(predictions, masks)
+        if stage == "test":
+            self.image_counts.update(predictions, masks)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate("val", batch)
@@ -123,6 +130,9 @@ class SegmentationModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
+        intersection, union = self.image_counts.compute()
+        self.test_image_counts = (intersection.cpu(), union.cpu())
+        self.image_counts.reset()
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())

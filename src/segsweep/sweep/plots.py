@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from segsweep.runs.files import write_atomic
+from segsweep.sweep.bootstrap import mean_band
 
 Curve = Sequence[tuple[int, float]]  # (epoch counted from 1, val mIoU)
 
@@ -27,7 +28,7 @@ def _save(figure: Figure, path: Path, dpi: int = 100) -> Path:
 
 
 def learning_curves(curves: Mapping[str, Sequence[Curve]], path: Path, threshold: float | None = None) -> Path:
-    """Val mIoU per epoch of each group: the mean over seeds as a line, the min-max over seeds as a band."""
+    """Val mIoU per epoch of each group: the mean over seeds as a line, its 95% t confidence band (2+ seeds) as a band."""
     figure = Figure(figsize=(7, 4.5))
     axes = figure.add_subplot()
     for label, runs in curves.items():
@@ -39,17 +40,42 @@ def learning_curves(curves: Mapping[str, Sequence[Curve]], path: Path, threshold
         if not by_epoch:
             continue
         epochs = sorted(by_epoch)
-        values = [np.asarray(by_epoch[epoch]) for epoch in epochs]
-        (line,) = axes.plot(epochs, [v.mean() for v in values], marker="o", markersize=3, label=f"{label} (n={len(runs)})")
-        axes.fill_between(epochs, [v.min() for v in values], [v.max() for v in values], color=line.get_color(), alpha=0.2)
+        table = np.full((max(len(by_epoch[epoch]) for epoch in epochs), len(epochs)), np.nan)
+        for column, epoch in enumerate(epochs):
+            table[: len(by_epoch[epoch]), column] = by_epoch[epoch]
+        mean = np.nanmean(table, axis=0)
+        (line,) = axes.plot(epochs, mean, marker="o", markersize=3, label=f"{label} (n={len(runs)} seeds)")
+        low, high = mean_band(table)
+        axes.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
     if threshold is not None and not math.isnan(threshold):
         axes.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"threshold {threshold:.3f}")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("epoch (counted from 1)")
     axes.set_ylabel("val mIoU")
-    axes.set_title("Validation mIoU: mean over seeds, band = min-max")
+    axes.set_title("Validation mIoU: mean over seeds, band = 95% CI of the mean")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def differences(
+    labels: Sequence[str], means: Sequence[float], lows: Sequence[float], highs: Sequence[float], best: str, path: Path
+) -> Path:
+    """Forest plot: each group's paired difference of test mIoU to the best group, with its 95% interval."""
+    figure = Figure(figsize=(7, 1.2 + 0.45 * max(1, len(labels))))
+    axes = figure.add_subplot()
+    rows = np.arange(len(labels))[::-1]
+    mean = np.asarray(means, dtype=float)
+    low = np.nan_to_num(mean - np.asarray(lows, dtype=float))
+    high = np.nan_to_num(np.asarray(highs, dtype=float) - mean)
+    worse = np.asarray(highs, dtype=float) < 0
+    axes.errorbar(mean, rows, xerr=[low, high], fmt="none", ecolor="grey", capsize=3)
+    axes.scatter(mean, rows, c=np.where(worse, "tab:red", "tab:blue"), zorder=3)
+    axes.axvline(0.0, color="black", linewidth=1)
+    axes.set_yticks(rows, labels)
+    axes.set_xlabel(f"test mIoU minus that of {best} (paired by seed)")
+    axes.set_title("Difference to the best group, 95% bootstrap CI (red: worse beyond the uncertainty)", fontsize=10)
+    axes.grid(axis="x", alpha=0.3)
     return _save(figure, path)
 
 

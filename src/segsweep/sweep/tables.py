@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from segsweep.runs.files import csv_text
+from segsweep.sweep.bootstrap import PairedDifference
 from segsweep.sweep.jobs import SEED_KEY
 from segsweep.sweep.summary import Group, Report, fmt, pm
 
@@ -25,6 +26,35 @@ def _converge_cell(group: Group) -> str:
     return f"{cell} ({never} never)" if never else cell
 
 
+def _difference_columns(prefix: str, diff: PairedDifference | None, is_best: bool) -> dict[str, float]:
+    """``prefix``, ``prefix_ci_low``, ``prefix_ci_high``: the paired difference to the best group (0 for the best itself)."""
+    if is_best:
+        return {prefix: 0.0, f"{prefix}_ci_low": 0.0, f"{prefix}_ci_high": 0.0}
+    values = (math.nan,) * 3 if diff is None else (diff.mean, diff.low, diff.high)
+    return dict(zip((prefix, f"{prefix}_ci_low", f"{prefix}_ci_high"), values))
+
+
+def _miou_cell(group: Group) -> str:
+    low, high = group.miou_ci
+    cell = pm(group.stats["test/mIoU"])
+    return cell if math.isnan(low) else f"{cell} [{low:.3f}, {high:.3f}]"
+
+
+def _diff_cell(group: Group) -> str:
+    if group.verdict == "best":
+        return "best"
+    if group.diff is None or math.isnan(group.diff.mean):
+        return "-"
+    interval = "" if math.isnan(group.diff.low) else f" [{group.diff.low:+.3f}, {group.diff.high:+.3f}]"
+    return f"{group.diff.mean:+.3f}{interval} {group.verdict}"
+
+
+def _counted(group: Group, name: str, cell: str) -> str:
+    """``cell``, marked with n/finished when some finished seeds have no value (NaN) for ``name``."""
+    count, finished = group.counts.get(name, len(group.finished)), len(group.finished)
+    return cell if count == finished or cell == "-" else f"{cell} (n={count}/{finished})"
+
+
 def csv_rows(report: Report) -> list[dict[str, Any]]:
     """One row per group: swept values, counts, mean and std of every metric, convergence, wall time."""
     rows = []
@@ -34,6 +64,13 @@ def csv_rows(report: Report) -> list[dict[str, Any]]:
         for name, stat in group.stats.items():
             column = name.replace("test/", "test_").replace("/", "_")
             row[f"{column}_mean"], row[f"{column}_std"] = stat
+            if name in group.counts:
+                row[f"{column}_n"] = group.counts[name]
+        row["test/mIoU_ci_low"], row["test/mIoU_ci_high"] = group.miou_ci
+        row |= _difference_columns("diff_vs_best", group.diff, group.verdict == "best")
+        row["verdict"] = group.verdict
+        if report.rare_class is not None:
+            row |= _difference_columns(f"rare_iou_{report.rare_class}_diff_vs_best", group.rare_diff, group.verdict == "best")
         row |= {"converge_never": group.never_converged, "converge_threshold": report.threshold}
         rows.append(row)
     return rows
@@ -42,11 +79,16 @@ def csv_rows(report: Report) -> list[dict[str, Any]]:
 def _columns(report: Report, compact: bool = False) -> list[tuple[str, Any]]:
     """(header, cell function) of the comparison table; ``compact`` (the console) has short headers and std for test mIoU only."""
     threshold = "-" if math.isnan(report.threshold) else f"{report.threshold:.3f}"
-    detail = (lambda name: lambda group: fmt(group.mean(name))) if compact else (lambda name: lambda group: pm(group.stats[name]))
+    def detail(name: str) -> Any:
+        if compact:
+            return lambda group: _counted(group, name, fmt(group.mean(name)))
+        return lambda group: _counted(group, name, pm(group.stats[name]))
+
     return [
         ("group", lambda group: group.label),
         ("seeds" if compact else "seeds done", lambda group: f"{len(group.finished)}/{len(group.jobs)}"),
-        ("test mIoU", lambda group: pm(group.stats["test/mIoU"])),
+        ("test mIoU" if compact else "test mIoU [95% CI]", lambda group: _counted(group, "test/mIoU", _miou_cell(group))),
+        ("vs best" if compact else "paired diff vs best [95% CI]", _diff_cell),
         *((name if compact else f"IoU {name}", detail(f"test/iou/{name}")) for name in report.class_names),
         ("pixel acc", detail("test/pixel_acc")),
         ("boundary F1", detail("test/boundary_f1")),
@@ -71,6 +113,11 @@ def markdown(report: Report) -> str:
         f"Groups: every swept override except `{SEED_KEY}` ({swept}); mean ± sample std over the seeds that finished. "
         f"Sorted by test mIoU, best first (**bold**). Epochs to threshold count from 1 (1 = reached at the end of the "
         f"first epoch), averaged over the seeds that reached it; threshold = {report.threshold_note}.",
+        "",
+        "Uncertainty: [95% CI] of test mIoU is a bootstrap over seeds and test images (per-image intersection and union "
+        "counts, `test_image_counts.npz`); the paired difference to the best group compares runs of the same seed "
+        "(same initial weights and data order). `worse`: the whole interval is below 0; `indistinguishable`: it includes 0. "
+        "(n=k/m) marks a mean over k of the m finished seeds (the others recorded NaN).",
         "",
         "| " + " | ".join(header for header, _ in columns) + " |",
         "|" + "---|" * len(columns),

@@ -1,0 +1,169 @@
+"""The report's uncertainty: per-image counts, the (seed, image) bootstrap, paired differences and verdicts."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from segsweep.models.image_counts import ImageIntersectionUnion
+from segsweep.models.metrics import confusion_matrix, iou_from_confusion
+from segsweep.runs.image_counts import read_image_counts, write_image_counts
+from segsweep.sweep.bootstrap import SeedResult, group_interval, mean_band, paired_difference, seeds_needed
+from segsweep.sweep.summary import summarize
+from segsweep.sweep.tables import to_csv
+
+CLASSES = ["background", "road", "car", "pedestrian"]
+
+
+def test_image_counts_sum_to_the_dataset_confusion_matrix():
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.randint(0, 4, (6, 20, 24), generator=generator)
+    truth[:, :3] = 255  # ignored rows
+    prediction = torch.randint(0, 4, (6, 20, 24), generator=generator)
+    metric = ImageIntersectionUnion(4)
+    metric.update(prediction[:4], truth[:4])
+    metric.update(prediction[4:], truth[4:])
+    intersection, union = metric.compute()
+    assert intersection.shape == (6, 4)
+    assert union.shape == (6, 4)
+    from_images = intersection.sum(0).double() / union.sum(0).double()
+    from_confusion = iou_from_confusion(confusion_matrix(truth, prediction, 4)).double()
+    assert torch.allclose(from_images, from_confusion)
+
+
+def test_image_counts_file_round_trip(tmp_path):
+    intersection = np.arange(12).reshape(3, 4)
+    write_image_counts(tmp_path, intersection, intersection + 5, CLASSES)
+    counts = read_image_counts(tmp_path)
+    assert counts is not None
+    assert counts["classes"] == CLASSES
+    assert (counts["union"] == intersection + 5).all()
+    (tmp_path / "test_image_counts.npz").write_bytes(b"not a zip")
+    assert read_image_counts(tmp_path) is None
+
+
+def _counts(per_image_iou: list[float], pixels: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """One class per image whose IoU is known: intersection = iou * union."""
+    union = np.full((len(per_image_iou), 1), pixels)
+    return np.round(np.asarray(per_image_iou)[:, None] * pixels).astype(np.int64), union
+
+
+def _seeds(values_by_seed: dict[str, list[float]]) -> dict[str, SeedResult]:
+    results = {}
+    for seed, ious in values_by_seed.items():
+        intersection, union = _counts(ious)
+        results[seed] = SeedResult(seed, float(intersection.sum() / union.sum()), intersection, union)
+    return results
+
+
+def test_a_clear_lead_is_worse_beyond_the_uncertainty():
+    best = _seeds({"1": [0.9, 0.92, 0.88, 0.91], "2": [0.91, 0.9, 0.89, 0.9], "3": [0.9, 0.9, 0.9, 0.92]})
+    other = _seeds({"1": [0.7, 0.72, 0.68, 0.71], "2": [0.69, 0.7, 0.7, 0.71], "3": [0.72, 0.7, 0.7, 0.69]})
+    diff = paired_difference(other, best)
+    assert diff is not None
+    assert diff.mean == pytest.approx(-0.2, abs=0.01)
+    assert diff.high < 0
+    assert diff.verdict == "worse"
+    low, high = group_interval(best)
+    assert low <= 0.9025 <= high  # the mean over the three seeds lies in its interval
+    assert high - low < 0.05
+
+
+def test_a_difference_within_the_noise_is_indistinguishable_and_more_seeds_are_suggested():
+    best = _seeds({"1": [0.8, 0.9], "2": [0.7, 0.6], "3": [0.9, 0.8]})
+    other = _seeds({"1": [0.78, 0.86], "2": [0.72, 0.66], "3": [0.86, 0.8]})
+    diff = paired_difference(other, best)
+    assert diff.low < 0 < diff.high
+    assert diff.verdict == "indistinguishable"
+    needed = seeds_needed([-0.03, 0.04, -0.02])
+    assert needed is None or needed > 3
+    assert seeds_needed([-0.02, -0.03, -0.025]) == 3
+    assert seeds_needed([0.0]) is None
+
+
+def test_image_sampling_alone_gives_an_interval_for_one_seed():
+    only = _seeds({"1": [0.5, 0.9, 0.7, 0.6, 0.8]})
+    low, high = group_interval(only)
+    assert low < 0.7 < high
+    no_counts = {"1": SeedResult("1", 0.7)}
+    assert all(math.isnan(value) for value in group_interval(no_counts))
+
+
+def test_the_mean_band_is_a_t_interval():
+    values = np.array([[0.5, 0.6], [0.7, 0.6], [0.6, 0.6]])
+    low, high = mean_band(values)
+    spread = 0.1 / math.sqrt(3)  # std 0.1 over 3 seeds
+    assert low[0] == pytest.approx(0.6 - 4.302653 * spread, abs=1e-5)
+    assert high[0] == pytest.approx(0.6 + 4.302653 * spread, abs=1e-5)
+    assert low[1] == pytest.approx(0.6)
+
+
+def _job(sweep_dir: Path, loss: str, seed: int, per_image: list[list[float]], test: dict[str, float]) -> None:
+    """A finished job with per-image counts: per_image[image][class] IoU, 100-pixel unions."""
+    job = sweep_dir / f"loss={loss},seed={seed}"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"loss={loss}", f"seed={seed}"]))
+    iou = np.asarray(per_image)
+    write_image_counts(job, np.round(iou * 100).astype(np.int64), np.full(iou.shape, 100), CLASSES)
+    record = {
+        "status": "completed",
+        "error": None,
+        "config": {"seed": seed},
+        "best": {"val/mIoU": 0.9, "epoch": 1},
+        "test": test,
+        "history": [{"epoch": 0, "val/mIoU": 0.9, "time_s": 1.0}],
+        "classes": {"names": CLASSES, "colors": [[0, 0, 0]] * 4, "ignore_index": 255, "train_pixels": [50, 40, 30, 5]},
+    }
+    (job / "metrics.json").write_text(json.dumps(record))
+
+
+def test_a_fabricated_sweep_gets_intervals_verdicts_and_nan_counts(tmp_path):
+    rng = np.random.default_rng(0)
+    for seed in (1, 2, 3):
+        good = np.clip(0.9 + rng.normal(0, 0.01, (8, 4)), 0, 1)
+        bad = np.clip(0.6 + rng.normal(0, 0.01, (8, 4)), 0, 1)
+        for loss, iou in (("dice", good), ("ce", bad)):
+            test = {"test/mIoU": float(iou.mean()), **{f"test/iou/{name}": float(iou[:, i].mean()) for i, name in enumerate(CLASSES)}}
+            if loss == "ce" and seed == 3:
+                test["test/iou/pedestrian"] = math.nan
+            _job(tmp_path, loss, seed, iou.tolist(), test)
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": ["loss=ce,dice", "seed=1,2,3"]}}}))
+    report = summarize(tmp_path)
+    best, other = report.groups
+    assert best.label == "loss=dice"
+    assert best.verdict == "best"
+    assert other.verdict == "worse"
+    assert report.rare_class == "pedestrian"  # fewest training pixels, as recorded
+    assert other.counts["test/iou/pedestrian"] == 2
+    assert "The lead is beyond the uncertainty" in report.headline
+    assert "95% CI" in report.headline
+    rows = list(csv.DictReader(to_csv(report).splitlines()))
+    for column in ("test/mIoU_ci_low", "test/mIoU_ci_high", "diff_vs_best", "diff_vs_best_ci_low", "diff_vs_best_ci_high", "verdict"):
+        assert column in rows[0], column
+    assert [row["verdict"] for row in rows] == ["best", "worse"]
+    assert float(rows[1]["diff_vs_best_ci_high"]) < 0
+    assert float(rows[0]["test/mIoU_ci_low"]) <= float(rows[0]["test_mIoU_mean"]) <= float(rows[0]["test/mIoU_ci_high"])
+    assert rows[1]["test_iou_pedestrian_n"] == "2"
+
+
+def test_an_undecided_sweep_suggests_a_rerun_command(tmp_path):
+    for seed, (dice, ce) in zip((1, 2, 3), ((0.80, 0.78), (0.70, 0.73), (0.90, 0.86))):
+        for loss, value in (("dice", dice), ("ce", ce)):
+            iou = np.full((4, 4), value)
+            _job(tmp_path, loss, seed, iou.tolist(), {"test/mIoU": value})
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": ["experiment=loss_comparison"]}}}))
+    report = summarize(tmp_path)
+    assert report.groups[1].verdict == "indistinguishable"
+    assert "cannot be told apart" in report.headline
+    # per-seed differences -0.02, +0.03, -0.04: mean -0.01, std 0.036, so about 50 seeds
+    assert 40 < report.seeds_suggested < 70
+    assert f"seed=range(1,{report.seeds_suggested + 1})" in report.rerun_command
+    assert f"hydra.sweep.dir={tmp_path}" in report.rerun_command
+    assert report.rerun_command in report.headline
