@@ -1,6 +1,7 @@
 import torch
 
-from segsweep.data.datamodule import EpochSeededSampler, SceneDataModule
+from segsweep.data.datamodule import SceneDataModule
+from segsweep.data.samplers import EpochSeededSampler
 
 
 def small(**kwargs):

@@ -2,58 +2,22 @@
 
 from __future__ import annotations
 
-import math
+import logging
 import multiprocessing
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from segsweep.data.classes import DatasetClasses
-from segsweep.data.scenes import SCENE_CLASSES, SceneSpec, generate_scenes, image_keys, uniform
+from segsweep.data.samplers import SAMPLERS, STREAM_FLIP, epoch_key, train_sampler
+from segsweep.data.scenes import SCENE_CLASSES, SceneSpec, generate_scenes, uniform
 from segsweep.runs.images import to_unit_float
 
-_STREAM_ORDER, _STREAM_FLIP = 11, 12
-
-
-def epoch_key(seed: int, epoch: int) -> int:
-    """A 32-bit key for everything random in one epoch of training (order, flips)."""
-    return int(image_keys(seed, "train", torch.tensor([epoch]))[0])
-
-
-class EpochSeededSampler(DistributedSampler):
-    """Yields ``(index, epoch)``; the order is a function of (seed, epoch) alone.
-
-    Lightning calls ``set_epoch`` before each epoch, so a run resumed at epoch k replays the
-    order an uninterrupted run would have used, and the dataset derives augmentation from the
-    epoch it receives with each index (also inside worker processes). Under DDP each rank takes
-    every ``num_replicas``-th index of the same order; being a DistributedSampler, Lightning
-    uses it as it is instead of wrapping it.
-    """
-
-    def __init__(self, size: int, seed: int, shuffle: bool = True, num_replicas: int = 1, rank: int = 0) -> None:
-        # DistributedSampler.__init__ is skipped on purpose: it needs a dataset and torch.distributed.
-        self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
-        self.num_replicas, self.rank = num_replicas, rank
-        self.num_samples = math.ceil(size / num_replicas)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(epoch_key(self.seed, self.epoch) ^ _STREAM_ORDER)
-            order = torch.randperm(self.size, generator=generator).tolist()
-        else:
-            order = list(range(self.size))
-        order += order[: self.num_samples * self.num_replicas - self.size]  # equal shares for all ranks
-        return ((index, self.epoch) for index in order[self.rank :: self.num_replicas])
+log = logging.getLogger(__name__)
 
 
 class SceneDataset(Dataset):
@@ -67,7 +31,7 @@ class SceneDataset(Dataset):
         """Whether ``index`` is flipped in ``epoch``; decided for the whole epoch at once (one hash call, not one per item)."""
         if self._flips is None or self._flips[0] != epoch:
             keys = epoch_key(self.hflip_seed, epoch) ^ torch.arange(len(self))
-            self._flips = (epoch, (uniform(keys, _STREAM_FLIP, 1)[:, 0] < 0.5).tolist())
+            self._flips = (epoch, (uniform(keys, STREAM_FLIP, 1)[:, 0] < 0.5).tolist())
         return self._flips[1][index]
 
     def __len__(self) -> int:
@@ -106,8 +70,15 @@ class SceneDataModule(pl.LightningDataModule):
         scene: dict[str, Any] | SceneSpec | None = None,
         generate_batch: int = 512,
         multiprocessing_context: str | None = None,
+        sampler: str = "uniform",
+        repeat_threshold: float = 0.5,
     ) -> None:
         super().__init__()
+        if sampler not in SAMPLERS:
+            raise ValueError(f"data.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        if repeat_threshold <= 0:
+            raise ValueError(f"data.repeat_threshold must be > 0, got {repeat_threshold}")
+        self.sampler, self.repeat_threshold = sampler, repeat_threshold
         for key, value in (
             ("image_size", image_size),
             ("train_size", train_size),
@@ -168,12 +139,16 @@ class SceneDataModule(pl.LightningDataModule):
         return torch.bincount(self.splits["train"].masks.flatten().long(), minlength=self.num_classes)
 
     @property
-    def class_image_pixels(self) -> Tensor:
-        """For each class, the pixels of the train images that contain it (median-frequency balancing)."""
+    def class_presence(self) -> Tensor:
+        """bool [train images, classes]: whether each class occurs in each train image (repeat-factor sampling)."""
         self.setup("fit")
         masks = self.splits["train"].masks.flatten(1)
-        present = torch.stack([(masks == label).any(dim=1) for label in range(self.num_classes)], dim=1)
-        return present.sum(dim=0) * masks.shape[1]
+        return torch.stack([(masks == label).any(dim=1) for label in range(self.num_classes)], dim=1)
+
+    @property
+    def class_image_pixels(self) -> Tensor:
+        """For each class, the pixels of the train images that contain it (median-frequency balancing)."""
+        return self.class_presence.sum(dim=0) * self.splits["train"].masks[0].numel()
 
     @property
     def class_frequencies(self) -> Tensor:
@@ -194,9 +169,17 @@ class SceneDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        return self._loader(
-            "train", EpochSeededSampler(self.split_sizes["train"], self.order_seed, num_replicas=replicas, rank=rank)
+        sampler = train_sampler(
+            self.sampler,
+            self.split_sizes["train"],
+            self.order_seed,
+            lambda: self.class_presence,
+            self.repeat_threshold,
+            num_replicas=replicas,
+            rank=rank,
         )
+        log.info("train sampler %s: %d images per epoch (%d distinct)", self.sampler, sampler.epoch_length, sampler.size)
+        return self._loader("train", sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
