@@ -167,3 +167,39 @@ def test_an_undecided_sweep_suggests_a_rerun_command(tmp_path):
     assert f"seed=range(1,{report.seeds_suggested + 1})" in report.rerun_command
     assert f"hydra.sweep.dir={tmp_path}" in report.rerun_command
     assert report.rerun_command in report.headline
+
+
+def test_a_two_axis_imbalance_sweep_compares_within_each_rarity_and_draws_imbalance_png(tmp_path):
+    from segsweep.report import build_report
+
+    shares = {"3pct": [60, 30, 9, 3], "0.3pct": [60, 30, 9, 0.3]}
+    # ce loses the rare class as it gets rarer; dice holds up
+    rare_iou = {("ce", "3pct"): 0.8, ("ce", "0.3pct"): 0.3, ("dice", "3pct"): 0.85, ("dice", "0.3pct"): 0.75}
+    for (strategy, level), pedestrian in rare_iou.items():
+        for seed in (1, 2):
+            job = tmp_path / f"rarity={level},strategy={strategy},seed={seed}"
+            (job / ".hydra").mkdir(parents=True)
+            (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"rarity={level}", f"strategy={strategy}", f"seed={seed}"]))
+            iou = np.full((6, 4), 0.95)
+            iou[:, 3] = pedestrian + 0.01 * seed
+            write_image_counts(job, np.round(iou * 1000).astype(np.int64), np.full(iou.shape, 1000), CLASSES)
+            test = {"test/mIoU": float(iou.mean()), **{f"test/iou/{name}": float(iou[0, i]) for i, name in enumerate(CLASSES)}}
+            record = {
+                "status": "completed",
+                "error": None,
+                "config": {"seed": seed},
+                "best": {"val/mIoU": 0.9, "epoch": 0},
+                "test": test,
+                "history": [{"epoch": 0, "val/mIoU": 0.9, "time_s": 1.0}],
+                "classes": {"names": CLASSES, "colors": [[0, 0, 0]] * 4, "ignore_index": 255, "train_pixels": shares[level]},
+            }
+            (job / "metrics.json").write_text(json.dumps(record))
+    report = build_report(tmp_path, num_images=0)
+    assert report.stratum_key == "rarity"
+    verdicts = {group.label: group.verdict for group in report.groups}
+    assert verdicts["rarity=3pct,strategy=dice"] == "best"
+    assert verdicts["rarity=0.3pct,strategy=dice"] == "best"  # best within its own rarity level
+    assert verdicts["rarity=0.3pct,strategy=ce"] == "worse"
+    assert "Degrades least as pedestrian gets rarer: `strategy=dice`" in report.headline
+    assert (tmp_path / "imbalance.png").is_file()
+    assert "imbalance" in report.paths

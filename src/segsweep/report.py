@@ -21,9 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from segsweep.runs.files import write_text_atomic
 from segsweep.sweep import plots
+from segsweep.sweep.groups import Report
+from segsweep.sweep.imbalance import rarity_curves
 from segsweep.sweep.jobs import SEED_KEY, ReportError
 from segsweep.sweep.stats import THRESHOLD_FRACTION, nan_to
-from segsweep.sweep.summary import Report, summarize
+from segsweep.sweep.summary import summarize
 from segsweep.sweep.tables import markdown, print_report, to_csv
 
 log = logging.getLogger(__name__)
@@ -63,9 +65,12 @@ def _plots(report: Report, num_images: int) -> None:
             [group.diff.mean for group in compared],
             [group.diff.low for group in compared],
             [group.diff.high for group in compared],
-            report.groups[0].label,
+            f"the best group at the same {report.stratum_key}" if report.stratum_key else f"`{report.groups[0].label}`",
             path,
         )
+    if report.stratum_key is not None and report.rare_class is not None:
+        rarity = rarity_curves(report.groups, report.stratum_key, report.rare_class)
+        drawers["imbalance"] = lambda path: plots.imbalance(rarity, report.rare_class, path)
     if num_images > 0:
         drawers["predictions"] = lambda path: _predictions(report, path, num_images)
     for name, draw in drawers.items():

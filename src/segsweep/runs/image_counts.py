@@ -27,7 +27,8 @@ def read_image_counts(run_dir: str | Path) -> dict[str, Any] | None:
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
-            counts = {"intersection": data["intersection"], "union": data["union"], "classes": [str(name) for name in data["classes"]]}
+            names = [str(name) for name in data["classes"]]
+            counts = {"intersection": data["intersection"], "union": data["union"], "classes": names}
     except (OSError, ValueError, KeyError):
         return None
     if counts["intersection"].shape != counts["union"].shape or counts["intersection"].ndim != 2:

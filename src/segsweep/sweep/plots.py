@@ -1,4 +1,4 @@
-"""PNG plots of a sweep report (arrays in, PNG out): learning curves, per-class IoU bars, a grid of predictions.
+"""PNG plots of a sweep report (arrays in, PNG out): learning curves, per-class IoU, differences, imbalance, predictions.
 
 Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot, no global backend change)
 and written atomically.
@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from segsweep.runs.files import write_atomic
 from segsweep.sweep.bootstrap import mean_band
+from segsweep.sweep.imbalance import RarityPoint
 
 Curve = Sequence[tuple[int, float]]  # (epoch counted from 1, val mIoU)
 
@@ -62,7 +63,7 @@ def differences(
     labels: Sequence[str], means: Sequence[float], lows: Sequence[float], highs: Sequence[float], best: str, path: Path
 ) -> Path:
     """Forest plot: each group's paired difference of test mIoU to the best group, with its 95% interval."""
-    figure = Figure(figsize=(7, 1.2 + 0.45 * max(1, len(labels))))
+    figure = Figure(figsize=(8, 1.6 + 0.45 * max(1, len(labels))))
     axes = figure.add_subplot()
     rows = np.arange(len(labels))[::-1]
     mean = np.asarray(means, dtype=float)
@@ -74,7 +75,7 @@ def differences(
     axes.axvline(0.0, color="black", linewidth=1)
     axes.set_yticks(rows, labels)
     axes.set_xlabel(f"test mIoU minus that of {best} (paired by seed)")
-    axes.set_title("Difference to the best group, 95% bootstrap CI (red: worse beyond the uncertainty)", fontsize=10)
+    axes.set_title("Difference to the best group, 95% bootstrap CI\n(red: worse beyond the uncertainty)", fontsize=10)
     axes.grid(axis="x", alpha=0.3)
     return _save(figure, path)
 
@@ -139,3 +140,33 @@ def confusion_matrix_png(counts: np.ndarray, share: np.ndarray, class_names: Seq
             color = "white" if not math.isnan(value) and value > 0.5 else "black"
             axes.text(j, i, text, ha="center", va="center", color=color, fontsize=8)
     return _save(figure, path, dpi=120)
+
+
+def imbalance(curves: Mapping[str, Sequence[RarityPoint]], rare_class: str, path: Path) -> Path:
+    """Two panels against the rare class's share of training pixels (log axis, rarer to the left): its test IoU and the
+    test mIoU, one line per strategy, error bars = 95% bootstrap CI of the mean over seeds."""
+    figure = Figure(figsize=(11, 4.5))
+    panels = figure.subplots(1, 2)
+    ticks = sorted({round(point.pixel_share * 100, 4) for points in curves.values() for point in points if point.pixel_share > 0})
+    for strategy, points in curves.items():
+        share = np.array([point.pixel_share for point in points]) * 100
+        for axes, value, interval in (
+            (panels[0], [point.rare_iou for point in points], [point.rare_ci for point in points]),
+            (panels[1], [point.miou for point in points], [point.miou_ci for point in points]),
+        ):
+            values = np.asarray(value, dtype=float)
+            bounds = np.asarray(interval, dtype=float).reshape(-1, 2)
+            errors = np.nan_to_num(np.abs(np.stack([values - bounds[:, 0], bounds[:, 1] - values])))
+            axes.errorbar(share, values, yerr=errors, marker="o", markersize=4, capsize=3, label=strategy)
+    for axes, ylabel in ((panels[0], f"test IoU {rare_class}"), (panels[1], "test mIoU")):
+        axes.set_xscale("log")
+        # ticks at the measured shares: a log axis spanning less than a decade would show almost none
+        axes.set_xticks(ticks, [f"{tick:.2g}" for tick in ticks])
+        axes.xaxis.set_minor_formatter(NullFormatter())
+        axes.set_xlabel(f"{rare_class} share of training pixels (%)")
+        axes.set_ylabel(ylabel)
+        axes.grid(alpha=0.3, which="both")
+    panels[0].set_title(f"How each strategy holds up as {rare_class} gets rarer", fontsize=10)
+    panels[1].set_title("Overall mIoU at each rarity", fontsize=10)
+    panels[0].legend(fontsize="small")
+    return _save(figure, path)

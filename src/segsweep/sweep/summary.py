@@ -1,68 +1,25 @@
-"""A sweep's summary: jobs grouped by their swept overrides, per-group statistics, the ranking and the headline."""
+"""A sweep's summary: jobs grouped by their swept overrides, per-group statistics, intervals and verdicts, the ranking."""
 
 from __future__ import annotations
 
 import math
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from segsweep.runs.image_counts import read_image_counts
-from segsweep.sweep.bootstrap import PairedDifference, SeedResult, group_interval, paired_difference, seeds_needed
+from segsweep.sweep.bootstrap import SeedResult, group_interval, paired_difference, seeds_needed
+from segsweep.sweep.groups import Group, Report, strata
+from segsweep.sweep.headline import headline
 from segsweep.sweep.jobs import SEED_KEY, Job, find_jobs, group_jobs, parse_override, swept_keys
 from segsweep.sweep.stats import convergence_epoch, default_threshold, mean_std, nan_to
 
+# the swept key of a two-axis imbalance study (conf/rarity): groups are compared within one rarity level
+RARITY_KEY = "rarity"
 SUMMARY_METRICS = {"test/mIoU": "test mIoU", "test/pixel_acc": "pixel acc", "test/boundary_f1": "boundary F1"}
 
-
-@dataclass
-class Group:
-    label: str
-    params: dict[str, str]
-    jobs: list[Job]
-    # metric name -> (mean, std) over finished seeds: test/mIoU, test/iou/<class>, ..., converge_epoch, wall_time_s
-    stats: dict[str, tuple[float, float]] = field(default_factory=dict)
-    # metric name -> how many finished seeds have a (non-NaN) value: a mean over fewer is marked in the tables
-    counts: dict[str, int] = field(default_factory=dict)
-    # 95% bootstrap interval of the mean test mIoU, and the paired differences to the best group
-    miou_ci: tuple[float, float] = (math.nan, math.nan)
-    diff: PairedDifference | None = None
-    rare_diff: PairedDifference | None = None
-    verdict: str = ""
-    converge_epochs: list[int | None] = field(default_factory=list)
-
-    @property
-    def finished(self) -> list[Job]:
-        return [job for job in self.jobs if job.finished]
-
-    @property
-    def never_converged(self) -> int:
-        return sum(epoch is None for epoch in self.converge_epochs)
-
-    def mean(self, name: str) -> float:
-        return self.stats.get(name, (math.nan, math.nan))[0]
-
-
-@dataclass
-class Report:
-    sweep_dir: Path
-    swept: list[str]  # swept override keys, seed excluded
-    class_names: list[str]
-    rare_class: str | None
-    threshold: float
-    threshold_note: str
-    groups: list[Group]  # best test mIoU first
-    failed: list[Job]
-    headline: str = ""
-    paths: dict[str, Path] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    # when the winner is not ahead beyond the uncertainty: seeds a rerun should use, and the command
-    seeds_suggested: int | None = None
-    rerun_command: str | None = None
 
 
 def class_names_of(jobs: Sequence[Job]) -> list[str]:
@@ -123,6 +80,7 @@ def summarize(sweep_dir: str | Path, threshold: float | None = None) -> Report:
         swept=[key for key in keys if key != SEED_KEY],
         class_names=class_names,
         rare_class=rarest_class(finished, class_names),
+        stratum_key=next((key for key in keys if key.rsplit(".", 1)[-1] == RARITY_KEY), None),
         threshold=threshold,
         threshold_note=threshold_note,
         groups=groups,
@@ -150,25 +108,28 @@ def _seed_results(group: Group, class_names: Sequence[str], class_index: int | N
     return results
 
 
+
 def compare_groups(report: Report) -> None:
-    """Each group's interval of test mIoU, its paired difference to the best group and its verdict."""
-    scored = [group for group in report.groups if not math.isnan(group.mean("test/mIoU"))]
-    if not scored:
-        return
+    """Each group's intervals of test mIoU and rare-class IoU, its paired difference to the best group of its stratum
+    and its verdict; the seeds a rerun needs when the runner-up cannot be told from the winner."""
     rare = report.class_names.index(report.rare_class) if report.rare_class in report.class_names else None
-    best = _seed_results(scored[0], report.class_names, None)
-    best_rare = _seed_results(scored[0], report.class_names, rare) if rare is not None else None
-    for group in scored:
-        results = _seed_results(group, report.class_names, None)
-        group.miou_ci = group_interval(results)
-        if group is scored[0]:
-            group.verdict = "best"
-            continue
-        group.diff = paired_difference(results, best)
-        if best_rare is not None:
-            group.rare_diff = paired_difference(_seed_results(group, report.class_names, rare), best_rare, rare)
-        group.verdict = group.diff.verdict if group.diff is not None else "indistinguishable"
-    runner = scored[1] if len(scored) > 1 else None
+    for groups in strata(report).values():
+        best = _seed_results(groups[0], report.class_names, None)
+        best_rare = _seed_results(groups[0], report.class_names, rare) if rare is not None else None
+        for group in groups:
+            results = _seed_results(group, report.class_names, None)
+            group.miou_ci = group_interval(results)
+            if rare is not None:
+                group.rare_ci = group_interval(_seed_results(group, report.class_names, rare), rare)
+            if group is groups[0]:
+                group.verdict = "best"
+                continue
+            group.diff = paired_difference(results, best)
+            if best_rare is not None:
+                group.rare_diff = paired_difference(_seed_results(group, report.class_names, rare), best_rare, rare)
+            group.verdict = group.diff.verdict if group.diff is not None else "indistinguishable"
+    scored = [group for group in report.groups if not math.isnan(group.mean("test/mIoU"))]
+    runner = scored[1] if len(scored) > 1 and report.stratum_key is None else None
     if runner is not None and runner.verdict == "indistinguishable" and runner.diff is not None:
         report.seeds_suggested = seeds_needed(runner.diff.per_seed)
         if report.seeds_suggested is not None:
@@ -185,85 +146,3 @@ def rerun_command(sweep_dir: Path, seeds: int) -> str | None:
     kept = [item for item in task if parse_override(item)[0] != SEED_KEY and not item.startswith("hydra.sweep.dir=")]
     arguments = [*kept, f"{SEED_KEY}=range(1,{seeds + 1})", f"hydra.sweep.dir={sweep_dir}"]
     return "python -m segsweep.train -m " + " ".join(shlex.quote(argument) for argument in arguments)
-
-
-def fmt(value: float, digits: int = 3) -> str:
-    return "-" if math.isnan(value) else f"{value:.{digits}f}"
-
-
-def pm(stat: tuple[float, float], digits: int = 3) -> str:
-    mean, std = stat
-    if math.isnan(mean):
-        return "-"
-    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def _ties(groups: Sequence[Group], key: Any) -> list[Group]:
-    scored = [group for group in groups if not math.isnan(key(group))]
-    if not scored:
-        return []
-    best = min(key(group) for group in scored)
-    return [group for group in scored if math.isclose(key(group), best, rel_tol=1e-9, abs_tol=1e-12)]
-
-
-def _names(groups: Sequence[Group]) -> str:
-    labels = [f"`{group.label}`" for group in groups]
-    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
-
-
-def _with_ci(group: Group) -> str:
-    low, high = group.miou_ci
-    mean = fmt(group.mean("test/mIoU"))
-    return mean if math.isnan(low) else f"{mean}, 95% CI {low:.3f} to {high:.3f}"
-
-
-def _verdict_sentence(report: Report, runner: Group) -> str:
-    """Whether the winner is ahead of the runner-up beyond the uncertainty; if not, how a rerun could tell."""
-    diff = runner.diff
-    if diff is None or math.isnan(diff.low):
-        return "With one shared seed and no per-image counts the margin has no interval: rerun with more seeds."
-    interval = f"paired difference {-diff.mean:.3f}, 95% CI {-diff.high:.3f} to {-diff.low:.3f}, over {len(diff.seeds)} seed(s)"
-    if runner.verdict == "worse":
-        return f"The lead is beyond the uncertainty ({interval})."
-    sentence = f"The two cannot be told apart: the interval includes 0 ({interval})."
-    if report.seeds_suggested is not None:
-        sentence += f" At the observed spread, about {report.seeds_suggested} seeds would separate them"
-        sentence += f": `{report.rerun_command}`." if report.rerun_command else "."
-    else:
-        sentence += " At the observed spread more seeds are unlikely to separate them."
-    return sentence
-
-
-def headline(report: Report) -> str:
-    """Winner and margin on test mIoU with their uncertainty, best group on the rarest class, fastest to converge."""
-    scored = [group for group in report.groups if not math.isnan(group.mean("test/mIoU"))]
-    if not scored:
-        return f"No job finished, so there is nothing to compare ({len(report.failed)} job(s) failed or missing, listed below)."
-    winner = scored[0]
-    n = len(winner.finished)
-    if len(scored) == 1:
-        sentence = f"`{winner.label}`: test mIoU {_with_ci(winner)} over {n} seed(s); no other group to compare with."
-    else:
-        runner = scored[1]
-        margin = winner.mean("test/mIoU") - runner.mean("test/mIoU")
-        sentence = (
-            f"`{winner.label}` has the best test mIoU, {_with_ci(winner)} over {n} seed(s), "
-            f"{margin:.3f} ahead of the runner-up `{runner.label}` ({_with_ci(runner)}). " + _verdict_sentence(report, runner)
-        )
-    rare = f"test/iou/{report.rare_class}"
-    if report.rare_class is not None and len(scored) > 1:
-        best_rare = _ties(scored, lambda group: -group.mean(rare))
-        if best_rare:
-            sentence += (
-                f" Best on the rarest class ({report.rare_class}): {_names(best_rare)} (IoU {pm(best_rare[0].stats[rare])})."
-            )
-    converging = [group for group in scored if group.never_converged == 0 and group.converge_epochs]
-    fastest = _ties(converging, lambda group: group.mean("converge_epoch"))
-    if fastest and len(scored) > 1:
-        sentence += (
-            f" Fastest to converge: {_names(fastest)} (val mIoU >= {report.threshold:.3f} after "
-            f"{fastest[0].mean('converge_epoch'):.1f} epoch(s) on average)."
-        )
-    elif not converging and not math.isnan(report.threshold):
-        sentence += f" No group reached val mIoU {report.threshold:.3f} with every seed."
-    return sentence

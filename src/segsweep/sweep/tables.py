@@ -12,8 +12,9 @@ from rich.table import Table
 
 from segsweep.runs.files import csv_text
 from segsweep.sweep.bootstrap import PairedDifference
+from segsweep.sweep.groups import Group, Report
+from segsweep.sweep.headline import fmt, pm
 from segsweep.sweep.jobs import SEED_KEY
-from segsweep.sweep.summary import Group, Report, fmt, pm
 
 
 def _converge_cell(group: Group) -> str:

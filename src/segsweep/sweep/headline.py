@@ -1,0 +1,115 @@
+"""The report's verdict in words: the winner and its margin with their uncertainty, the rarest class, convergence."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from segsweep.sweep.groups import Group, Report, strata
+from segsweep.sweep.imbalance import degrades_least, rarity_curves
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def pm(stat: tuple[float, float], digits: int = 3) -> str:
+    mean, std = stat
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _ties(groups: Sequence[Group], key: Any) -> list[Group]:
+    scored = [group for group in groups if not math.isnan(key(group))]
+    if not scored:
+        return []
+    best = min(key(group) for group in scored)
+    return [group for group in scored if math.isclose(key(group), best, rel_tol=1e-9, abs_tol=1e-12)]
+
+
+def _names(groups: Sequence[Group]) -> str:
+    labels = [f"`{group.label}`" for group in groups]
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+
+
+def _with_ci(group: Group) -> str:
+    low, high = group.miou_ci
+    mean = fmt(group.mean("test/mIoU"))
+    return mean if math.isnan(low) else f"{mean}, 95% CI {low:.3f} to {high:.3f}"
+
+
+def _verdict_sentence(report: Report, runner: Group) -> str:
+    """Whether the winner is ahead of the runner-up beyond the uncertainty; if not, how a rerun could tell."""
+    diff = runner.diff
+    if diff is None or math.isnan(diff.low):
+        return "With one shared seed and no per-image counts the margin has no interval: rerun with more seeds."
+    interval = f"paired difference {-diff.mean:.3f}, 95% CI {-diff.high:.3f} to {-diff.low:.3f}, over {len(diff.seeds)} seed(s)"
+    if runner.verdict == "worse":
+        return f"The lead is beyond the uncertainty ({interval})."
+    sentence = f"The two cannot be told apart: the interval includes 0 ({interval})."
+    if report.seeds_suggested is not None:
+        sentence += f" At the observed spread, about {report.seeds_suggested} seeds would separate them"
+        sentence += f": `{report.rerun_command}`." if report.rerun_command else "."
+    else:
+        sentence += " At the observed spread more seeds are unlikely to separate them."
+    return sentence
+
+
+def _stratified_headline(report: Report) -> str:
+    """A two-axis (strategy x rarity) sweep: which strategy degrades least, and the best group at each level."""
+    sentences = []
+    curves = rarity_curves(report.groups, report.stratum_key, report.rare_class) if report.rare_class else {}
+    least = degrades_least(curves)
+    if least is not None:
+        strategy, common, rarest = least
+        sentences.append(
+            f"Degrades least as {report.rare_class} gets rarer: `{strategy}` (IoU {report.rare_class} {common:.3f} at the "
+            f"commonest level, {rarest:.3f} at the rarest)."
+        )
+    for level, groups in strata(report).items():
+        runner = groups[1] if len(groups) > 1 else None
+        sentence = f"At `{report.stratum_key}={level}`: `{groups[0].label}` has the best test mIoU ({_with_ci(groups[0])})"
+        if runner is not None and runner.diff is not None:
+            beyond = "beyond the uncertainty" if runner.verdict == "worse" else "within the uncertainty"
+            sentence += f", {-runner.diff.mean:.3f} ahead of `{runner.label}`, {beyond}"
+        sentences.append(sentence + ".")
+    return " ".join(sentences)
+
+
+def headline(report: Report) -> str:
+    """Winner and margin on test mIoU with their uncertainty, best group on the rarest class, fastest to converge."""
+    scored = [group for group in report.groups if not math.isnan(group.mean("test/mIoU"))]
+    if not scored:
+        return f"No job finished, so there is nothing to compare ({len(report.failed)} job(s) failed or missing, listed below)."
+    if report.stratum_key is not None:
+        return _stratified_headline(report)
+    winner = scored[0]
+    n = len(winner.finished)
+    if len(scored) == 1:
+        sentence = f"`{winner.label}`: test mIoU {_with_ci(winner)} over {n} seed(s); no other group to compare with."
+    else:
+        runner = scored[1]
+        margin = winner.mean("test/mIoU") - runner.mean("test/mIoU")
+        sentence = (
+            f"`{winner.label}` has the best test mIoU, {_with_ci(winner)} over {n} seed(s), "
+            f"{margin:.3f} ahead of the runner-up `{runner.label}` ({_with_ci(runner)}). " + _verdict_sentence(report, runner)
+        )
+    rare = f"test/iou/{report.rare_class}"
+    if report.rare_class is not None and len(scored) > 1:
+        best_rare = _ties(scored, lambda group: -group.mean(rare))
+        if best_rare:
+            sentence += (
+                f" Best on the rarest class ({report.rare_class}): {_names(best_rare)} (IoU {pm(best_rare[0].stats[rare])})."
+            )
+    converging = [group for group in scored if group.never_converged == 0 and group.converge_epochs]
+    fastest = _ties(converging, lambda group: group.mean("converge_epoch"))
+    if fastest and len(scored) > 1:
+        sentence += (
+            f" Fastest to converge: {_names(fastest)} (val mIoU >= {report.threshold:.3f} after "
+            f"{fastest[0].mean('converge_epoch'):.1f} epoch(s) on average)."
+        )
+    elif not converging and not math.isnan(report.threshold):
+        sentence += f" No group reached val mIoU {report.threshold:.3f} with every seed."
+    return sentence
