@@ -31,6 +31,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts
+	$(BIN)/lint-imports --no-cache
 
 tensorboard: $(STAMP)
 	$(BIN)/tensorboard --logdir outputs

@@ -34,11 +34,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import DEFAULT_THREADS, QUICK_OVERRIDES, alternate, line, median_ratio, set_threads  # noqa: E402
-from bench_overhead import compose_config  # noqa: E402
-from segsweep.app.build import build_module  # noqa: E402
-from segsweep.models.module import SegmentationModule  # noqa: E402
+from benchlib import DEFAULT_THREADS, QUICK_OVERRIDES, alternate, line, median_ratio, set_threads
+from segsweep.app.build import build_module
+from segsweep.app.compose import compose_config
+from segsweep.models.module import SegmentationModule
 
 
 def training_step(

@@ -20,11 +20,9 @@ import os
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import REPO_ROOT, line  # noqa: E402
+from benchlib import REPO_ROOT, line
 
 RSS_LIMIT_GB = 2.5
 SWEEP_LIMIT_S = 600.0

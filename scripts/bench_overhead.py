@@ -5,10 +5,10 @@ Usage: python scripts/bench_overhead.py [--quick] [--repeats 5] [--epochs 1] [--
 The segsweep side is the real thing: the default config composed by Hydra, the SegmentationModule from
 ``segsweep.app.build.build_module`` (real torchmetrics, real loss), the real SceneDataModule and a Lightning
 Trainer from the config's ``trainer`` node logging to a TensorBoardLogger in a temporary dir (progress bar,
-checkpointing, sanity check and validation off). The plain side is a bare loop over the same DataLoader
-(``datamodule.train_dataloader()``) with the same network, loss, Adam and scheduler. One repetition fits each
-side for a warm-up epoch plus ``--epochs`` timed epochs; the sides alternate who goes first; the ratio is the
-median over repetitions of (segsweep images/s) / (plain images/s).
+checkpointing, sanity check and validation off). The plain side (``benchlib.plain_fit``) is a bare loop over
+the same DataLoader (``datamodule.train_dataloader()``) with the same network, loss, Adam and scheduler. One
+repetition fits each side for a warm-up epoch plus ``--epochs`` timed epochs; the sides alternate who goes first;
+the ratio is the median over repetitions of (segsweep images/s) / (plain images/s).
 
 Before timing, both sides train ``N`` steps from the same seed and their losses must agree (allclose, rtol 1e-6):
 otherwise the script exits with an error, since the comparison would not be of the same computation.
@@ -17,54 +17,26 @@ otherwise the script exits with an error, since the comparison would not be of t
 from __future__ import annotations
 
 import argparse
-import logging
 import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig
 from pytorch_lightning.loggers import TensorBoardLogger
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import QUICK_OVERRIDES, line, set_threads  # noqa: E402
-from segsweep.app.build import build_module, class_weights  # noqa: E402
-from segsweep.app.config import CONFIG_DIR  # noqa: E402
-from segsweep.data.datamodule import SceneDataModule  # noqa: E402
+from benchlib import QUICK_OVERRIDES, line, plain_fit, quiet_lightning, set_threads
+from segsweep.app.build import build_module, class_weights
+from segsweep.app.compose import compose_config
+from segsweep.data.datamodule import SceneDataModule
 
 TARGET = 0.95
-
-
-def quiet_lightning() -> None:
-    """Keep Lightning's per-fit banners (GPU available, tips, max_epochs reached) off the benchmark output."""
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="pytorch_lightning")
-    warnings.filterwarnings("ignore", module="lightning_fabric")
-
-
-def compose_config(overrides: list[str], output_dir: str | Path) -> DictConfig:
-    """The composed ``train`` config as the app sees it (``hydra:`` interpolations resolvable, outputs in ``output_dir``)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-        cfg.hydra.job.override_dirname = ""
-    HydraConfig.instance().set_config(cfg)
-    with read_write(cfg), open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
 
 
 class _EpochClock(pl.Callback):
@@ -109,45 +81,6 @@ def lightning_fit(
     )
     trainer.fit(module, datamodule=datamodule)
     return clock
-
-
-def plain_fit(
-    cfg: DictConfig, datamodule: SceneDataModule, epochs: int, steps: int | None = None
-) -> tuple[list[float], list[float]]:
-    """The same training as a bare PyTorch loop; returns epoch end times and the losses of the first ``steps`` steps."""
-    torch.use_deterministic_algorithms(bool(cfg.trainer.get("deterministic")))  # as the Trainer sets it
-    pl.seed_everything(cfg.seed, verbose=False)
-    weights = class_weights(cfg, datamodule)
-    loss_fn = instantiate(cfg.loss) if weights is None else instantiate(cfg.loss, class_weights=weights)
-    net = instantiate(cfg.model)
-    # The module's speed flags, applied the same way (so "same model" holds whatever the defaults become).
-    channels_last = bool(cfg.get("module", {}).get("channels_last"))
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    optimizer = instantiate(cfg.optimizer)(params=net.parameters())
-    if cfg.get("module", {}).get("compile"):
-        net = torch.compile(net)
-    scheduler = instantiate(cfg.scheduler)(optimizer=optimizer) if cfg.get("scheduler") else None
-    loader = datamodule.train_dataloader()
-    net.train()
-    ends, losses = [], []
-    for epoch in range(epochs):
-        loader.sampler.set_epoch(epoch)
-        for step, (images, masks) in enumerate(loader):
-            if steps is not None and step >= steps:
-                break
-            optimizer.zero_grad(set_to_none=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            loss = loss_fn(net(images), masks)
-            loss.backward()
-            optimizer.step()
-            if steps is not None:
-                losses.append(loss.item())
-        if scheduler is not None:
-            scheduler.step()
-        ends.append(time.perf_counter())
-    return ends, losses
 
 
 def check_equal_losses(cfg: DictConfig, datamodule: SceneDataModule, steps: int, log_dir: str) -> float:

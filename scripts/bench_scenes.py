@@ -26,10 +26,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import QUICK_OVERRIDES, alternate, line, set_threads  # noqa: E402
-from segsweep.data.scenes import SceneSpec, generate_scenes  # noqa: E402
+from benchlib import QUICK_OVERRIDES, alternate, line, plain_fit, set_threads
+from segsweep.app.compose import compose_config
+from segsweep.data.scenes import SceneSpec, generate_scenes
 
 TARGET_SPEEDUP = 20.0
 TARGET_SHARE = 0.05
@@ -89,7 +91,8 @@ def _segsweep(count: int, size: int, spec: Any, generate: Any = generate_scenes)
 
 
 def load_generator(path: str | Path) -> Any:
-    """Another version of segsweep/scenes.py as a module (``--baseline``), e.g. from ``git show REV:src/segsweep/scenes.py``."""
+    """Another version of the scene generator as a module (``--baseline``), e.g. from
+    ``git show REV:src/segsweep/data/scenes.py`` (``src/segsweep/scenes.py`` before the package was split)."""
     spec = importlib.util.spec_from_file_location("baseline_scenes", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules["baseline_scenes"] = module  # dataclasses look their module up
@@ -138,11 +141,6 @@ def speedup(size: int, repeats: int, reference_images: int, segsweep_images: int
 
 def epoch_share(quick: bool, repeats: int) -> dict[str, Any]:
     """Generating all splits of the default config vs one training epoch of it (plain loop), alternated."""
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.utils import instantiate
-
-    from bench_overhead import compose_config, plain_fit
-
     with tempfile.TemporaryDirectory(prefix="bench_scenes_") as tmp:
         cfg = compose_config(list(QUICK_OVERRIDES) if quick else [], Path(tmp) / "run")
         datamodule = instantiate(cfg.data)

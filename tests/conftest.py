@@ -6,35 +6,16 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig
 
-from segsweep.app.config import CONFIG_DIR, register_resolvers
+from segsweep.app.compose import compose_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def compose_config(overrides: Sequence[str], output_dir: Path, config_name: str = "train") -> DictConfig:
-    """The composed config as the app would see it, with ``hydra:`` resolvable and outputs in ``output_dir``."""
-    GlobalHydra.instance().clear()
-    register_resolvers()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-        cfg.hydra.job.override_dirname = ""  # the launcher sets these for real jobs
-    HydraConfig.instance().set_config(cfg)
-    # The app's task function sees the config without its hydra node, as Hydra's run_job does it.
-    with read_write(cfg), open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
 
 
 @pytest.fixture

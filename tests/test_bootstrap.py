@@ -130,7 +130,10 @@ def test_a_fabricated_sweep_gets_intervals_verdicts_and_nan_counts(tmp_path):
         good = np.clip(0.9 + rng.normal(0, 0.01, (8, 4)), 0, 1)
         bad = np.clip(0.6 + rng.normal(0, 0.01, (8, 4)), 0, 1)
         for loss, iou in (("dice", good), ("ce", bad)):
-            test = {"test/mIoU": float(iou.mean()), **{f"test/iou/{name}": float(iou[:, i].mean()) for i, name in enumerate(CLASSES)}}
+            test = {
+                "test/mIoU": float(iou.mean()),
+                **{f"test/iou/{name}": float(iou[:, i].mean()) for i, name in enumerate(CLASSES)},
+            }
             if loss == "ce" and seed == 3:
                 test["test/iou/pedestrian"] = math.nan
             _job(tmp_path, loss, seed, iou.tolist(), test)
@@ -145,7 +148,14 @@ def test_a_fabricated_sweep_gets_intervals_verdicts_and_nan_counts(tmp_path):
     assert "The lead is beyond the uncertainty" in report.headline
     assert "95% CI" in report.headline
     rows = list(csv.DictReader(to_csv(report).splitlines()))
-    for column in ("test/mIoU_ci_low", "test/mIoU_ci_high", "diff_vs_best", "diff_vs_best_ci_low", "diff_vs_best_ci_high", "verdict"):
+    for column in (
+        "test/mIoU_ci_low",
+        "test/mIoU_ci_high",
+        "diff_vs_best",
+        "diff_vs_best_ci_low",
+        "diff_vs_best_ci_high",
+        "verdict",
+    ):
         assert column in rows[0], column
     assert [row["verdict"] for row in rows] == ["best", "worse"]
     assert float(rows[1]["diff_vs_best_ci_high"]) < 0
@@ -179,7 +189,9 @@ def test_a_two_axis_imbalance_sweep_compares_within_each_rarity_and_draws_imbala
         for seed in (1, 2):
             job = tmp_path / f"rarity={level},strategy={strategy},seed={seed}"
             (job / ".hydra").mkdir(parents=True)
-            (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"rarity={level}", f"strategy={strategy}", f"seed={seed}"]))
+            (job / ".hydra" / "overrides.yaml").write_text(
+                yaml.safe_dump([f"rarity={level}", f"strategy={strategy}", f"seed={seed}"])
+            )
             iou = np.full((6, 4), 0.95)
             iou[:, 3] = pedestrian + 0.01 * seed
             write_image_counts(job, np.round(iou * 1000).astype(np.int64), np.full(iou.shape, 1000), CLASSES)

@@ -15,7 +15,8 @@ def test_order_is_a_function_of_seed_and_epoch():
     for epoch in (0, 1, 0):
         sampler.set_epoch(epoch)
         orders.append([index for index, _ in sampler])
-    assert orders[0] == orders[2] and orders[0] != orders[1]
+    assert orders[0] == orders[2]
+    assert orders[0] != orders[1]
     assert sorted(orders[0]) == list(range(20))
     other = EpochSeededSampler(20, seed=4)
     assert [index for index, _ in other] != orders[0]
@@ -32,8 +33,12 @@ def test_batches_and_flips_replay_exactly_for_an_epoch():
     again = [batch for batch in loader_a]
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(epoch3, again))
     images, masks = epoch3[0]
-    assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32 and images.min() >= 0 and images.max() <= 1
-    assert masks.shape == (8, 32, 32) and masks.dtype == torch.long
+    assert images.shape == (8, 3, 32, 32)
+    assert images.dtype == torch.float32
+    assert images.min() >= 0
+    assert images.max() <= 1
+    assert masks.shape == (8, 32, 32)
+    assert masks.dtype == torch.long
 
 
 def test_flip_is_applied_to_image_and_mask_together():
@@ -45,7 +50,8 @@ def test_flip_is_applied_to_image_and_mask_together():
         image, mask = dataset[(index, 0)]
         original = dataset.images[index].float() / 255
         if not torch.equal(image, original):
-            assert torch.equal(image, original.flip(-1)) and torch.equal(mask, dataset.masks[index].long().flip(-1))
+            assert torch.equal(image, original.flip(-1))
+            assert torch.equal(mask, dataset.masks[index].long().flip(-1))
             flipped += 1
     assert 0 < flipped < len(dataset)
 
@@ -64,7 +70,8 @@ def test_class_frequencies_of_the_train_split():
     counts = datamodule.class_pixel_counts
     assert counts.sum() == 24 * 32 * 32
     assert torch.allclose(datamodule.class_frequencies.sum(), torch.tensor(1.0, dtype=torch.float64))
-    assert datamodule.class_names == ("background", "road", "car", "pedestrian") and datamodule.num_classes == 4
+    assert datamodule.class_names == ("background", "road", "car", "pedestrian")
+    assert datamodule.num_classes == 4
 
 
 def test_validation_and_test_are_not_shuffled_or_flipped():
@@ -80,4 +87,5 @@ def test_class_image_pixels_count_the_images_containing_each_class():
     masks = datamodule.splits["train"].masks
     assert image_pixels[0] == 24 * 32 * 32  # every scene has sky
     with_pedestrians = sum(bool((mask == 3).any()) for mask in masks)
-    assert image_pixels[3] == with_pedestrians * 32 * 32 and 0 < with_pedestrians < 24
+    assert image_pixels[3] == with_pedestrians * 32 * 32
+    assert 0 < with_pedestrians < 24

@@ -35,7 +35,8 @@ def no_downloads(monkeypatch, tmp_path):
 def test_deeplabv3_config_forward_backward_at_64px(make_config):
     cfg = make_config("model=deeplabv3", "data.image_size=64", "data.train_size=2", "data.val_size=2", "data.test_size=2")
     module = build_module(cfg, SceneDataModule(image_size=64, train_size=2, val_size=2, test_size=2))
-    assert isinstance(module.net, DeepLabV3) and module.net.model.aux_classifier is None
+    assert isinstance(module.net, DeepLabV3)
+    assert module.net.model.aux_classifier is None
     images, masks = torch.rand(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
     module.train()
     logits = module(images)
@@ -86,7 +87,8 @@ def test_coco_weights_by_name_from_the_hub_cache_skip_the_head(make_config, no_d
     assert torch.equal(state["backbone.0.0.weight"], source["backbone.0.0.weight"])
     assert torch.equal(state["classifier.cbr.0.weight"], source["classifier.cbr.0.weight"])
     assert state["classifier.high_classifier.weight"].shape[0] == 4  # a 4-class head, freshly initialised
-    assert "another shape" in caplog.text and "classifier.high_classifier.weight" in caplog.text
+    assert "another shape" in caplog.text
+    assert "classifier.high_classifier.weight" in caplog.text
 
 
 def test_full_model_and_mobilenet_backbone_files(tmp_path):
@@ -122,7 +124,8 @@ def test_lraspp_trains_through_the_same_trainer(tmp_path):
     run_dir = tmp_path / "lraspp"
     run_module("segsweep.train", "debug=fast", "model=lraspp", f"hydra.run.dir={run_dir}")
     metrics = read_metrics(run_dir)
-    assert metrics["status"] == "completed" and metrics["config"]["model"]["_target_"].endswith("LRASPP")
+    assert metrics["status"] == "completed"
+    assert metrics["config"]["model"]["_target_"].endswith("LRASPP")
     assert 0 <= metrics["test"]["test/mIoU"] <= 1
     module, cfg = load_module(run_dir)
     assert isinstance(module.net, LRASPP)

@@ -11,13 +11,17 @@ def test_image_depends_only_on_seed_split_index():
     images, masks = generate_scenes(SPEC, 7, "train", torch.arange(12), 48)
     for chunk in (torch.arange(0, 5), torch.arange(5, 12), torch.tensor([11, 3, 8])):
         part_images, part_masks = generate_scenes(SPEC, 7, "train", chunk, 48)
-        assert torch.equal(part_images, images[chunk]) and torch.equal(part_masks, masks[chunk])
+        assert torch.equal(part_images, images[chunk])
+        assert torch.equal(part_masks, masks[chunk])
 
 
 def test_outputs_have_documented_shapes_and_types():
     images, masks = generate_scenes(SPEC, 0, "val", torch.arange(3), 40, 56)
-    assert images.shape == (3, 3, 40, 56) and images.dtype == torch.uint8
-    assert masks.shape == (3, 40, 56) and masks.dtype == torch.uint8 and int(masks.max()) < len(CLASS_NAMES)
+    assert images.shape == (3, 3, 40, 56)
+    assert images.dtype == torch.uint8
+    assert masks.shape == (3, 40, 56)
+    assert masks.dtype == torch.uint8
+    assert int(masks.max()) < len(CLASS_NAMES)
 
 
 def test_splits_and_seeds_give_different_scenes():
@@ -41,14 +45,19 @@ def test_masks_match_the_drawn_colours():
     road = pixels[masks == 1]
     assert (road == 100).all()
     sky = pixels[masks == 0]
-    assert (sky[:, 2] == 180).all() and (sky[:, 1] == 0).all() and sky[:, 0].min() >= 100 and sky[:, 0].max() <= 150
+    assert (sky[:, 2] == 180).all()
+    assert (sky[:, 1] == 0).all()
+    assert sky[:, 0].min() >= 100
+    assert sky[:, 0].max() <= 150
 
 
 def test_pedestrians_are_a_rare_class_by_default():
     _, masks = generate_scenes(SPEC, 0, "train", torch.arange(512), 64)
     share = torch.bincount(masks.flatten().long(), minlength=4).double() / masks.numel()
     assert 0.01 <= share[3] <= 0.06, share
-    assert share[2] > share[3] and share[0] > 0.3 and share[1] > 0.3
+    assert share[2] > share[3]
+    assert share[0] > 0.3
+    assert share[1] > 0.3
 
 
 def test_more_pedestrians_when_asked():
@@ -86,11 +95,13 @@ def notebook_scene(size=128):
 def test_notebook_layout_reproduces_the_notebook_scene(size):
     ref_image, ref_mask = notebook_scene(size)
     images, masks = generate_scenes(SceneSpec(layout="notebook", noise_std=0.0), 0, "train", torch.arange(2), size)
-    assert np.array_equal(masks[0].numpy(), ref_mask) and torch.equal(masks[0], masks[1])
+    assert np.array_equal(masks[0].numpy(), ref_mask)
+    assert torch.equal(masks[0], masks[1])
     assert np.array_equal(images[0].permute(1, 2, 0).numpy(), ref_image)
     noisy = generate_scenes(SceneSpec(layout="notebook"), 0, "train", torch.arange(2), size)[0]
     difference = noisy.float() - images.float()
-    assert 7 < difference[:, :, 20:60].std() < 13 and not torch.equal(noisy[0], noisy[1])
+    assert 7 < difference[:, :, 20:60].std() < 13
+    assert not torch.equal(noisy[0], noisy[1])
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""Sweep report entry point: ``segsweep-report SWEEP_DIR`` / ``python -m segsweep.report SWEEP_DIR``, and the Hydra
-callback that writes the report when a multirun ends (``hydra.callbacks.report``).
+"""Sweep report entry point: ``segsweep-report SWEEP_DIR``, and the Hydra callback that writes it when a multirun ends.
+
+``python -m segsweep.report SWEEP_DIR`` is the same; the callback is configured as ``hydra.callbacks.report``.
 
 Reading, statistics, tables and plots live in ``segsweep.sweep``; this module adds what needs the models: each
 group's best run predicting the same test scenes (predictions.png).

@@ -1,5 +1,7 @@
-"""Per-image, per-class intersection and union pixel counts: any dataset-level IoU can be recomputed from them
-for any resample of the images (the report's bootstrap)."""
+"""Per-image, per-class intersection and union pixel counts, for recomputing IoU on resampled images.
+
+Any dataset-level IoU can be recomputed from them for any resample of the test images (the report's bootstrap).
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,121 @@
+"""What the benchmarks in scripts/ share: the result line, side-by-side timing, threads, the plain training loop.
+
+Every ``bench_*.py`` imports this module (``import benchlib``: a script's own directory is on its import path);
+``bench.py`` runs them. Nothing here imports a benchmark.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from segsweep.app.build import class_weights
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# torch's own default (one thread per core), read before any benchmark changes it
+DEFAULT_THREADS = torch.get_num_threads()
+# --quick: a few tiny batches of a tiny U-Net (debug=fast plus explicit sizes, whatever debug=fast holds)
+QUICK_OVERRIDES = (
+    "debug=fast",
+    "data.image_size=32",
+    "data.train_size=64",
+    "data.batch_size=8",
+    "model.base_channels=8",
+    "model.depth=2",
+    "trainer.limit_train_batches=null",
+)
+_OPS = {">=": lambda r, t: r >= t, "<=": lambda r, t: r <= t, "<": lambda r, t: r < t, ">": lambda r, t: r > t}
+
+
+def verdict(ratio: float, op: str, target: float) -> str:
+    return "PASS" if math.isfinite(ratio) and _OPS[op](ratio, target) else "MISS"
+
+
+def line(bar: str, figure: str, reference: str, ratio: float, op: str | None, target: float | None) -> str:
+    """One result line; ``op``/``target`` None means a reported figure without a bar (INFO)."""
+    if op is None or target is None:
+        return f"{bar}  {figure}  {reference}  ratio={ratio:.3g}  target none  INFO"
+    return f"{bar}  {figure}  {reference}  ratio={ratio:.3g}  target {op} {target:g}  {verdict(ratio, op, target)}"
+
+
+def alternate(contenders: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Wall seconds of each contender per repetition, alternating who goes first (A B, B A, A B, ...)."""
+    names = list(contenders)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        for name in names if repeat % 2 == 0 else reversed(names):
+            start = time.perf_counter()
+            contenders[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float:
+    """Median over repetitions of numerator / denominator (paired by repetition)."""
+    return statistics.median(n / d for n, d in zip(numerators, denominators))
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads if given; return the count in use."""
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's per-fit banners (GPU available, tips, max_epochs reached) off the benchmark output."""
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="pytorch_lightning")
+    warnings.filterwarnings("ignore", module="lightning_fabric")
+
+
+def plain_fit(cfg: DictConfig, datamodule: Any, epochs: int, steps: int | None = None) -> tuple[list[float], list[float]]:
+    """The training of ``cfg`` as a bare PyTorch loop over the datamodule's train loader: the framework's reference.
+
+    Returns the wall time at the end of every epoch and, if ``steps`` limits the batches of an epoch, their losses.
+    """
+    torch.use_deterministic_algorithms(bool(cfg.trainer.get("deterministic")))  # as the Trainer sets it
+    pl.seed_everything(cfg.seed, verbose=False)
+    weights = class_weights(cfg, datamodule)
+    loss_fn = instantiate(cfg.loss) if weights is None else instantiate(cfg.loss, class_weights=weights)
+    net = instantiate(cfg.model)
+    # The module's speed flags, applied the same way (so "same model" holds whatever the defaults become).
+    channels_last = bool(cfg.get("module", {}).get("channels_last"))
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    optimizer = instantiate(cfg.optimizer)(params=net.parameters())
+    if cfg.get("module", {}).get("compile"):
+        net = torch.compile(net)
+    scheduler = instantiate(cfg.scheduler)(optimizer=optimizer) if cfg.get("scheduler") else None
+    loader = datamodule.train_dataloader()
+    net.train()
+    ends, losses = [], []
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
+        for step, (images, masks) in enumerate(loader):
+            if steps is not None and step >= steps:
+                break
+            optimizer.zero_grad(set_to_none=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            loss = loss_fn(net(images), masks)
+            loss.backward()
+            optimizer.step()
+            if steps is not None:
+                losses.append(loss.item())
+        if scheduler is not None:
+            scheduler.step()
+        ends.append(time.perf_counter())
+    return ends, losses
