@@ -8,8 +8,9 @@ an indexed PNG whose palette holds the class colours) and ``<name>_overlay.png``
 also gets ``<name>_image.png`` and ``<name>_truth.png``, and its mIoU. Everything is summarised in
 ``predictions.json``.
 
-A bad input (unreadable, empty or non-image file) is one logged line naming the file; the other
-images are still processed and the exit code is 1. Every file is written atomically.
+A bad input (unreadable, empty or non-image file, or more than ``max_pixels`` pixels, checked before decoding) is
+one logged line naming the file; the other images are still processed and the exit code is 1. Every file is
+written atomically.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from torch import Tensor, nn
 from segsweep.app.build import load_module
 from segsweep.app.config import CONFIG_DIR, register_resolvers
 from segsweep.data.scenes import generate_scenes
-from segsweep.inference import sliding_window_inference
+from segsweep.inference import sliding_window_argmax
 from segsweep.models.metrics import confusion_matrix, iou_from_confusion
 from segsweep.runs.checkpoint import resolve_checkpoint
 from segsweep.runs.cli import USER_ERRORS, json_safe, one_line, prepare_output_dir, require, resolve_device
@@ -136,15 +137,15 @@ class Predictor:
 
     def _forward(self, tiles: Tensor) -> Tensor:
         self.tiles += tiles.shape[0]
-        return self.module(tiles)
+        return self.module(to_unit_float(tiles))
 
     @torch.inference_mode()
     def __call__(self, image: Tensor) -> tuple[Tensor, int]:
         """Class-index mask [H,W] (uint8, on the CPU) and the number of tiles it took."""
         self.tiles = 0
-        images = to_unit_float(image.to(self.device))[None]
-        logits = sliding_window_inference(
-            images,
+        # uint8 in, class indices out: memory stays bounded by a stripe of tiles, whatever the image size
+        labels = sliding_window_argmax(
+            image.to(self.device)[None],
             self._forward,
             self.roi,
             overlap=self.cfg.overlap,
@@ -152,7 +153,7 @@ class Predictor:
             tile_batch=self.cfg.tile_batch,
             progress=self.progress,
         )
-        return logits.argmax(dim=1)[0].to(torch.uint8).cpu(), self.tiles
+        return labels[0].to(torch.uint8).cpu(), self.tiles
 
 
 def predict_one(source: Source, predictor: Predictor, cfg: DictConfig, scene: dict[str, Any], context: dict[str, Any]) -> None:
@@ -165,7 +166,7 @@ def predict_one(source: Source, predictor: Predictor, cfg: DictConfig, scene: di
     truth = None
     try:
         if source.path is not None:
-            image = read_image(source.path)
+            image = read_image(source.path, cfg.max_pixels)
         else:
             images, truths = generate_scenes(
                 scene["spec"], scene["seed"], "predict", torch.tensor([source.index]), *scene["size"]
@@ -175,7 +176,7 @@ def predict_one(source: Source, predictor: Predictor, cfg: DictConfig, scene: di
         mask, tiles = predictor(image)
         files = {
             output_dir / f"{source.name}_mask.png": palette_png(mask, colors),
-            output_dir / f"{source.name}_overlay.png": rgb_png(overlay(image[None], mask[None].long(), colors, cfg.alpha)[0]),
+            output_dir / f"{source.name}_overlay.png": rgb_png(overlay(image[None], mask[None], colors, cfg.alpha)[0]),
         }
         if truth is not None:
             files[output_dir / f"{source.name}_image.png"] = rgb_png(image)
@@ -233,6 +234,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"alpha must be in [0, 1], got {cfg.alpha}")
     if cfg.tile_batch < 1:
         raise ValueError(f"tile_batch must be >= 1, got {cfg.tile_batch}")
+    if cfg.max_pixels is not None and (type(cfg.max_pixels) is not int or cfg.max_pixels < 1):
+        raise ValueError(f"max_pixels must be a positive int or null (no limit), got {cfg.max_pixels!r}")
     failures: list[dict[str, Any]] = []
     sources = collect_sources(cfg.input, cfg.count, failures)
     size = parse_size(cfg.size) if any(source.path is None for source in sources) else None
@@ -243,11 +246,17 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         log.error("failed: %s", failure["error"])
 
     module, saved = load_module(checkpoint)
-    image_size = saved.data.image_size
+    # tiles of the training size: a folder dataset's crops, or the scenes' size
+    image_size = saved.data.get("crop_size") or saved.data.image_size
     roi = (int(image_size), int(image_size))
     class_names = list(module.class_names)
     colors = list(module.classes.colors)
     scene: dict[str, Any] = {}
+    if size is not None and saved.data.get("root"):
+        raise ValueError(
+            f"input=generate: {checkpoint} was trained on the folder {saved.data.root}, not on generated scenes; "
+            "give input=<image, folder or list of them>"
+        )
     if size is not None:
         datamodule = instantiate(saved.data)  # its scene spec and data seed: scenes like the training ones
         seed = datamodule.data_seed if cfg.scene_seed is None else int(cfg.scene_seed)

@@ -11,7 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from segsweep.models.class_weights import compute_class_weights
 from segsweep.models.module import SegmentationModule
-from segsweep.runs.checkpoint import CheckpointError, load_checkpoint
+from segsweep.runs.allowlist import check_saved_config
+from segsweep.runs.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from segsweep.runs.cli import USER_ERRORS
 
 
@@ -37,8 +38,17 @@ def build_module(cfg: DictConfig, datamodule: Any, weights: torch.Tensor | None 
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         classes=classes,
         config=OmegaConf.to_container(cfg, resolve=True),
-        **cfg.get("module", {}),
+        **_module_options(cfg, datamodule),
     )
+
+
+def _module_options(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
+    """``cfg.module``, plus the datamodule's ``inference_roi`` (a folder dataset: val/test on whole images by sliding windows)."""
+    options = dict(cfg.get("module") or {})
+    roi = getattr(datamodule, "inference_roi", None)
+    if roi is not None:
+        options.setdefault("inference_roi", int(roi))
+    return options
 
 
 def instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -58,12 +68,15 @@ def load_module(path: str | Path, datamodule: Any | None = None) -> tuple[Segmen
 
 
 def _load_module(path: str | Path, datamodule: Any | None) -> tuple[SegmentationModule, DictConfig]:
+    path = resolve_checkpoint(path)
     checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: not a segsweep checkpoint (no state_dict)")
-    saved = checkpoint.get("hyper_parameters", {}).get("config")
-    if not saved:
+    saved = (checkpoint.get("hyper_parameters") or {}).get("config")
+    if not saved or not isinstance(saved, dict):
         raise CheckpointError(f"{path}: checkpoint has no saved config (hyper_parameters.config)")
+    # instantiating the saved config runs whatever its _target_s name: refuse all but the allowlist first
+    check_saved_config(saved, str(path))
     cfg = OmegaConf.create(saved)
     datamodule = datamodule or instantiate(cfg.data)
     build_cfg = cfg.copy()

@@ -12,6 +12,7 @@ from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from segsweep.data.classes import DatasetClasses
+from segsweep.inference import sliding_window_inference
 from segsweep.models.image_counts import ImageIntersectionUnion
 from segsweep.models.metrics import BoundaryF1, iou_from_confusion, pixel_accuracy
 
@@ -52,6 +53,10 @@ class SegmentationModule(pl.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         config: dict[str, Any] | None = None,
+        inference_roi: int | None = None,
+        inference_overlap: float = 0.25,
+        inference_mode: str = "gaussian",
+        inference_tile_batch: int = 16,
     ) -> None:
         super().__init__()
         self.classes = classes if isinstance(classes, DatasetClasses) else DatasetClasses.from_dict(classes)
@@ -60,6 +65,9 @@ class SegmentationModule(pl.LightningModule):
         self.net, self.loss = net, loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.channels_last, self.compile = channels_last, compile
+        # val/test on whole images: sliding windows of this size, blended as segsweep.predict does (None: one pass)
+        self.inference_roi, self.inference_overlap = inference_roi, inference_overlap
+        self.inference_mode, self.inference_tile_batch = inference_mode, inference_tile_batch
         self.metrics = nn.ModuleDict({stage: stage_metrics(self.classes, boundary_tolerance) for stage in STAGES})
         self.confusion: dict[str, Tensor] = {}
         # per test image: what the report's bootstrap resamples; set after each test epoch
@@ -94,9 +102,23 @@ class SegmentationModule(pl.LightningModule):
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=images.shape[0])
         return loss
 
+    def whole_image_logits(self, images: Tensor) -> Tensor:
+        """Logits of whole images: by sliding windows of ``inference_roi`` when set (full-resolution numbers, the
+        same inference as segsweep.predict), else one forward pass."""
+        if self.inference_roi is None:
+            return self(images)
+        return sliding_window_inference(
+            images,
+            self,
+            self.inference_roi,
+            overlap=self.inference_overlap,
+            mode=self.inference_mode,
+            tile_batch=self.inference_tile_batch,
+        )
+
     def _evaluate(self, stage: str, batch: tuple[Tensor, Tensor]) -> None:
         images, masks = batch
-        logits = self(images)
+        logits = self.whole_image_logits(images)
         self.log(f"{stage}/loss", self.loss(logits, masks), on_epoch=True, sync_dist=True, batch_size=images.shape[0])
         predictions = logits.argmax(dim=1)
         self.metrics[stage].update(predictions, masks)

@@ -8,16 +8,21 @@ import torch
 from torch import Tensor
 from torchvision.utils import draw_segmentation_masks, make_grid
 
+# Rows blended at a time: draw_segmentation_masks needs some 40 bytes a pixel (float copies, one mask per
+# class), so a large image (predict) is drawn in stripes to keep that bounded.
+OVERLAY_ROWS = 256
+
 
 def overlay(images: Tensor, masks: Tensor, colors: Sequence[tuple[int, int, int]], alpha: float = 0.5) -> Tensor:
-    """uint8 [B,3,H,W] images with class masks [B,H,W] blended in the class colours."""
+    """uint8 [B,3,H,W] images (on the CPU) with class masks [B,H,W] (any integer dtype) blended in the class colours."""
     classes = torch.arange(len(colors), device=masks.device)[:, None, None]
-    return torch.stack(
-        [
-            draw_segmentation_masks(image.cpu(), (mask[None] == classes).cpu(), alpha=alpha, colors=list(colors))
-            for image, mask in zip(images, masks)
-        ]
-    )
+    out = torch.empty(images.shape, dtype=images.dtype)
+    for index, (image, mask) in enumerate(zip(images, masks)):
+        for top in range(0, image.shape[-2], OVERLAY_ROWS):
+            rows = slice(top, top + OVERLAY_ROWS)
+            drawn = (mask[None, rows] == classes).cpu()
+            out[index, :, rows] = draw_segmentation_masks(image[:, rows].cpu(), drawn, alpha=alpha, colors=list(colors))
+    return out
 
 
 def comparison_grid(images: Tensor, targets: Tensor, predictions: Tensor, colors: Sequence[tuple[int, int, int]]) -> Tensor:
