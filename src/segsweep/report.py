@@ -85,9 +85,15 @@ def _plots(report: Report, num_images: int) -> None:
 
 
 def _predictions(report: Report, path: Path, num_images: int) -> Path | None:
-    """Each group's best run (highest best val mIoU among jobs with a checkpoint) on the same test scenes."""
+    """Each group's best run (highest best val mIoU among jobs with a checkpoint) on the same test scenes; in a
+    rarity sweep, the groups of the rarest level (the others have other scenes)."""
     runs = {}
-    for group in report.groups:
+    groups = report.groups
+    if report.stratum_key is not None:
+        rarest = report.groups[-1].params.get(report.stratum_key)
+        groups = [group for group in groups if group.params.get(report.stratum_key) == rarest]
+        report.notes.append(f"predictions.png: the groups of the rarest level, {report.stratum_key}={rarest}")
+    for group in groups:
         candidates = [job for job in group.finished if job.has_checkpoint]
         if candidates:
             best = max(

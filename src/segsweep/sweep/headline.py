@@ -57,6 +57,11 @@ def _verdict_sentence(report: Report, runner: Group) -> str:
     return sentence
 
 
+def _strategy(report: Report, group: Group) -> str:
+    """A group's label without the rarity key (within one level it is the same for all)."""
+    return ",".join(f"{key}={value}" for key, value in group.params.items() if key != report.stratum_key) or group.label
+
+
 def _stratified_headline(report: Report) -> str:
     """A two-axis (strategy x rarity) sweep: which strategy degrades least, and the best group at each level."""
     sentences = []
@@ -70,10 +75,11 @@ def _stratified_headline(report: Report) -> str:
         )
     for level, groups in strata(report).items():
         runner = groups[1] if len(groups) > 1 else None
-        sentence = f"At `{report.stratum_key}={level}`: `{groups[0].label}` has the best test mIoU ({_with_ci(groups[0])})"
+        best = groups[0]
+        sentence = f"At `{report.stratum_key}={level}`: `{_strategy(report, best)}` has the best test mIoU ({_with_ci(best)})"
         if runner is not None and runner.diff is not None:
             beyond = "beyond the uncertainty" if runner.verdict == "worse" else "within the uncertainty"
-            sentence += f", {-runner.diff.mean:.3f} ahead of `{runner.label}`, {beyond}"
+            sentence += f", {-runner.diff.mean:.3f} ahead of `{_strategy(report, runner)}`, {beyond}"
         sentences.append(sentence + ".")
     return " ".join(sentences)
 

@@ -13,6 +13,7 @@ from segsweep.runs.image_counts import read_image_counts
 from segsweep.sweep.bootstrap import SeedResult, group_interval, paired_difference, seeds_needed
 from segsweep.sweep.groups import Group, Report, strata
 from segsweep.sweep.headline import headline
+from segsweep.sweep.imbalance import pixel_share
 from segsweep.sweep.jobs import SEED_KEY, Job, find_jobs, group_jobs, parse_override, swept_keys
 from segsweep.sweep.stats import convergence_epoch, default_threshold, mean_std, nan_to
 
@@ -59,6 +60,7 @@ def summarize(sweep_dir: str | Path, threshold: float | None = None) -> Report:
         threshold, threshold_note = default_threshold(jobs)
     else:
         threshold_note = "set by hand (--threshold)"
+    rare_class = rarest_class(finished, class_names)
     metric_names = [*SUMMARY_METRICS, *(f"test/iou/{name}" for name in class_names)]
     groups = []
     for label, members in group_jobs(readable, [key for key in keys if key != SEED_KEY]).items():
@@ -75,12 +77,20 @@ def summarize(sweep_dir: str | Path, threshold: float | None = None) -> Report:
         group.stats["wall_time_s"] = mean_std([job.history[-1].get("time_s", math.nan) for job in done if job.history])
         groups.append(group)
     groups.sort(key=lambda group: (math.isnan(group.mean("test/mIoU")), -nan_to(group.mean("test/mIoU"), 0.0)))
+    stratum_key = next((key for key in keys if key.rsplit(".", 1)[-1] == RARITY_KEY), None)
+    if stratum_key is not None:
+        # a rarity sweep reads level by level, the commonest first; within a level, best first
+        shares = {}
+        for group in groups:
+            shares.setdefault(group.params.get(stratum_key), []).append(pixel_share(group.finished, rare_class or ""))
+        order = {level: -nan_to(sum(values) / len(values), -1.0) for level, values in shares.items()}
+        groups.sort(key=lambda group: order[group.params.get(stratum_key)])
     report = Report(
         sweep_dir=sweep_dir,
         swept=[key for key in keys if key != SEED_KEY],
         class_names=class_names,
-        rare_class=rarest_class(finished, class_names),
-        stratum_key=next((key for key in keys if key.rsplit(".", 1)[-1] == RARITY_KEY), None),
+        rare_class=rare_class,
+        stratum_key=stratum_key,
         threshold=threshold,
         threshold_note=threshold_note,
         groups=groups,

@@ -35,18 +35,20 @@ def _difference_columns(prefix: str, diff: PairedDifference | None, is_best: boo
     return dict(zip((prefix, f"{prefix}_ci_low", f"{prefix}_ci_high"), values))
 
 
-def _miou_cell(group: Group) -> str:
+def _miou_cell(group: Group, compact: bool = False) -> str:
+    """Mean ± std over seeds, and the 95% interval of the mean (in report.md; the console has no room for it)."""
     low, high = group.miou_ci
     cell = pm(group.stats["test/mIoU"])
-    return cell if math.isnan(low) else f"{cell} [{low:.3f}, {high:.3f}]"
+    return cell if compact or math.isnan(low) else f"{cell} [{low:.3f}, {high:.3f}]"
 
 
-def _diff_cell(group: Group) -> str:
+def _diff_cell(group: Group, compact: bool = False) -> str:
+    """The paired difference to the best group; the console (``compact``) leaves the interval to report.md."""
     if group.verdict == "best":
         return "best"
     if group.diff is None or math.isnan(group.diff.mean):
         return "-"
-    interval = "" if math.isnan(group.diff.low) else f" [{group.diff.low:+.3f}, {group.diff.high:+.3f}]"
+    interval = "" if compact or math.isnan(group.diff.low) else f" [{group.diff.low:+.3f}, {group.diff.high:+.3f}]"
     return f"{group.diff.mean:+.3f}{interval} {group.verdict}"
 
 
@@ -88,8 +90,8 @@ def _columns(report: Report, compact: bool = False) -> list[tuple[str, Any]]:
     return [
         ("group", lambda group: group.label),
         ("seeds" if compact else "seeds done", lambda group: f"{len(group.finished)}/{len(group.jobs)}"),
-        ("test mIoU" if compact else "test mIoU [95% CI]", lambda group: _counted(group, "test/mIoU", _miou_cell(group))),
-        ("vs best" if compact else "paired diff vs best [95% CI]", _diff_cell),
+        ("test mIoU" if compact else "test mIoU [95% CI]", lambda g: _counted(g, "test/mIoU", _miou_cell(g, compact))),
+        ("vs best" if compact else "paired diff vs best [95% CI]", lambda group: _diff_cell(group, compact)),
         *((name if compact else f"IoU {name}", detail(f"test/iou/{name}")) for name in report.class_names),
         ("pixel acc", detail("test/pixel_acc")),
         ("boundary F1", detail("test/boundary_f1")),
@@ -99,7 +101,8 @@ def _columns(report: Report, compact: bool = False) -> list[tuple[str, Any]]:
 
 
 def _is_best(report: Report, group: Group) -> bool:
-    return group is report.groups[0] and not math.isnan(group.mean("test/mIoU"))
+    """The best group of the sweep (of its rarity level, in a rarity sweep)."""
+    return group.verdict == "best" and not math.isnan(group.mean("test/mIoU"))
 
 
 def markdown(report: Report) -> str:
@@ -149,7 +152,7 @@ def rich_table(report: Report) -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
     table.add_column("rank", justify="right")
     for index, (header, cell) in enumerate(columns):
-        keep = index in (0, 2)  # the group label and test mIoU are never folded
+        keep = index in (0, 2, 3)  # the group label, test mIoU and the verdict are never folded
         widest = max((len(str(cell(group))) for group in report.groups), default=1) if keep else None
         table.add_column(header.replace(" ", "\n"), min_width=widest, no_wrap=keep, overflow="fold")
     for rank, group in enumerate(report.groups, start=1):
