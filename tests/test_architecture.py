@@ -17,7 +17,7 @@ SCRIPTS = REPO_ROOT / "scripts"
 MAX_LINES = 300
 # Files over MAX_LINES waiting to be split (issue 11), with their length when this list was written: they may
 # shrink, not grow. Delete an entry once its file is under the limit.
-OVER_LIMIT = {"data/scenes.py": 353, "predict.py": 326}
+OVER_LIMIT = {"data/scenes.py": 353}
 
 
 def cycles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:

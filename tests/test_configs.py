@@ -11,10 +11,11 @@ from omegaconf import OmegaConf
 
 from segsweep.app.build import build_module, class_weights, instantiate_all
 from segsweep.app.config import CONFIG_DIR, job_dirname, validate
+from segsweep.export_scenes import export
 
 # Groups that describe Hydra itself; they compose with every run and are checked below.
 HYDRA_GROUPS = {"hydra", "paths"}
-GPU_ONLY = {"trainer": {"gpu", "ddp"}, "experiment": {"loss_comparison_gpu"}}
+GPU_ONLY = {"trainer": {"gpu", "ddp"}, "experiment": {"loss_comparison_gpu", "imbalance_study_gpu"}}
 
 
 def config_files() -> list[tuple[str, str]]:
@@ -40,10 +41,13 @@ def test_every_group_file_is_covered():
 
 
 @pytest.mark.parametrize(("group", "option"), config_files())
-def test_config_composes_and_instantiates(make_config, group, option):
+def test_config_composes_and_instantiates(make_config, group, option, tmp_path):
     overrides = [f"{group}={option}"]
     if option in GPU_ONLY.get(group, ()):
         overrides.append("trainer.accelerator=cpu")  # no GPU here: compose it, build it on the CPU
+    if (group, option) == ("data", "folder"):  # data.root is required: a small exported folder dataset
+        root = export(tmp_path / "folder", {"train": 4, "val": 2, "test": 2}, 48, seed=0)
+        overrides += [f"data.root={root}", "data.crop_size=32"]
     cfg = make_config(*overrides)
     OmegaConf.resolve(cfg)  # every interpolation resolves
     datamodule, module, optimizers, trainer = build_everything(cfg)
@@ -56,8 +60,39 @@ def test_config_composes_and_instantiates(make_config, group, option):
 
 def test_gpu_trainer_means_bf16_and_channels_last(make_config):
     cfg = make_config("trainer=gpu")
-    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed" and cfg.module.channels_last
-    assert cfg.trainer._target_ == "pytorch_lightning.Trainer" and cfg.trainer.max_epochs == make_config().trainer.max_epochs
+    assert cfg.trainer.accelerator == "gpu"
+    assert cfg.trainer.precision == "bf16-mixed"
+    assert cfg.module.channels_last
+    assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
+    assert cfg.trainer.max_epochs == make_config().trainer.max_epochs
+
+
+def sweeper_of(make_config, *overrides: str) -> tuple:
+    """The composed config and its ``hydra.sweeper`` node (interpolations unresolved) as plain containers."""
+    cfg = make_config(*overrides)
+    return cfg, OmegaConf.to_container(HydraConfig.get().sweeper, resolve=False)
+
+
+def test_optuna_dice_ce_is_optuna_with_its_own_loss_search_space_and_study(make_config):
+    _, focal = sweeper_of(make_config, "hparams_search=optuna")
+    cfg, dice_ce = sweeper_of(make_config, "hparams_search=optuna_dice_ce")
+    assert cfg.loss._target_ == "segsweep.models.losses.DiceCELoss"
+    assert set(focal["params"]) == {"optimizer.lr", "optimizer.weight_decay", "loss.gamma"}
+    assert set(dice_ce["params"]) == {"optimizer.lr", "loss.dice_weight", "loss.ce_weight"}
+    assert dice_ce["study_name"] == "segsweep_dice_ce"
+    assert {**dice_ce, "study_name": None, "params": None} == {**focal, "study_name": None, "params": None}
+
+
+def test_loss_comparison_gpu_is_the_loss_study_at_full_size(make_config):
+    cpu, cpu_sweeper = sweeper_of(make_config, "experiment=loss_comparison")
+    gpu, gpu_sweeper = sweeper_of(make_config, "experiment=loss_comparison_gpu")
+    assert gpu_sweeper["params"] == cpu_sweeper["params"]
+    assert HydraConfig.get().mode.name == "MULTIRUN"
+    assert gpu.trainer.accelerator == "gpu"
+    assert gpu.trainer.precision == "bf16-mixed"
+    assert gpu.data.image_size == 128
+    assert gpu.model.base_channels == 32
+    assert gpu.data.scene.pedestrian_prob > cpu.data.scene.pedestrian_prob  # the default scenes' pedestrians
 
 
 def test_hydra_and_paths_configs(make_config, tmp_path):
@@ -66,7 +101,8 @@ def test_hydra_and_paths_configs(make_config, tmp_path):
     hydra = HydraConfig.get()
     assert hydra.run.dir.startswith("outputs/train/runs/")
     assert hydra.sweep.dir.startswith("outputs/train/multiruns/")
-    assert job_dirname("", 3) == "3" and job_dirname("loss=dice,seed=2", 3) == "loss=dice,seed=2"
+    assert job_dirname("", 3) == "3"
+    assert job_dirname("loss=dice,seed=2", 3) == "loss=dice,seed=2"
     assert "experiment" in hydra.job.config.override_dirname.exclude_keys
 
 
@@ -74,4 +110,5 @@ def test_saved_hyperparameters_are_plain_containers(make_config):
     cfg = make_config("debug=fast")
     _, module, _, _ = build_everything(cfg)
     saved = module.hparams["config"]
-    assert type(saved) is dict and saved["model"]["_target_"] == "segsweep.models.nets.unet.UNet"
+    assert type(saved) is dict
+    assert saved["model"]["_target_"] == "segsweep.models.nets.unet.UNet"

@@ -11,7 +11,7 @@ from PIL import Image
 
 from segsweep.data.scenes import CLASS_COLORS
 from segsweep.models.metrics import confusion_matrix, iou_from_confusion
-from segsweep.predict import parse_size
+from segsweep.runs.sources import parse_size
 from segsweep.runs.images import ImageError, read_image
 
 from .conftest import run_module

@@ -58,6 +58,9 @@ def register_resolvers() -> None:
 
 def _instantiate_data(data: DictConfig) -> Any:
     """The datamodule of ``data`` (cheap: nothing is generated or read before ``setup``), its own checks' errors unwrapped."""
+    for key in data:
+        if OmegaConf.is_missing(data, key):
+            raise ValueError(f"data.{key} is required: add data.{key}=<value> to the command (e.g. data.root=/path/to/dataset)")
     try:
         return instantiate(data)
     except InstantiationException as error:
@@ -76,16 +79,22 @@ def validate(cfg: DictConfig) -> Any:
         raise ValueError(f"threads must be >= 1 (or null for torch's default), got {cfg.threads}")
     if trainer.get("max_epochs") is not None and trainer.max_epochs < 1:
         raise ValueError(f"trainer.max_epochs must be >= 1, got {trainer.max_epochs}")
+    if cfg.data.get("root"):  # a folder dataset: absolute, so eval/predict of the run work from any directory
+        cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
     datamodule = _instantiate_data(cfg.data)
     classes = datamodule.classes
     num_classes = model.get("num_classes")
+    if getattr(datamodule, "classes_from_data", False) and num_classes is not None and num_classes != classes.num_classes:
+        # the dataset's classes.yaml decides; the saved config (and so every checkpoint) records the real count
+        cfg.model.num_classes = num_classes = classes.num_classes
     if num_classes is not None and num_classes != classes.num_classes:
         raise ValueError(
             f"model.num_classes={num_classes} but the data has {classes.num_classes} classes ({', '.join(classes.names)})"
         )
-    depth, size = model.get("depth"), cfg.data.get("image_size")
+    size_key = "crop_size" if "crop_size" in cfg.data else "image_size"  # a folder's training crops, or the scenes
+    depth, size = model.get("depth"), cfg.data.get(size_key)
     if depth is not None and size is not None and size < 2**depth:
-        raise ValueError(f"data.image_size={size} is smaller than 2**model.depth={2**depth}: lower model.depth or raise the size")
+        raise ValueError(f"data.{size_key}={size} is smaller than 2**model.depth={2**depth}: lower model.depth or raise the size")
     weights = cfg.loss.get("class_weights")
     if OmegaConf.is_list(weights) and len(weights) != classes.num_classes:
         raise ValueError(f"loss.class_weights has {len(weights)} values but there are {classes.num_classes} classes")

@@ -1,0 +1,288 @@
+"""Own data: a folder of images and masks, read lazily (DataLoader workers decode), as a LightningDataModule.
+
+```
+<root>/
+  classes.yaml           names: [road, car, ...]        (required; index i = class i)
+                         colors: [[128,64,128], ...]     (optional: drawing, and reading RGB colour masks)
+                         ignore_index: 255               (optional: "void", never scored)
+                         mapping: {7: 0, 26: 1, ...}     (optional: raw mask value -> class; others become ignore)
+                         ignore_colors: [[0,0,0]]        (optional: RGB mask colours that are void)
+  train/images/<name>.<png|jpg|...>   train/masks/<name>.png   (paired by file stem)
+  val/images, val/masks               (optional: else a seeded ``val_fraction`` of train)
+  test/images, test/masks             (optional: else the test stage uses val, and says so)
+```
+
+Training takes random ``crop_size`` crops (padded with the ignore index where an image is smaller), with the
+augmentation of ``data.augment``; validation and test see whole images, which the module segments by
+sliding windows of ``crop_size`` tiles (``inference_roi``), as ``segsweep.predict`` does.
+
+Every pair is checked once (readable, same size, mask values known) in a scan that also counts the class
+pixels of every mask; its result is cached outside the dataset (``cache_dir``, default
+``~/.cache/segsweep/folder``), keyed by the file list, sizes, mtimes and classes.yaml, so later runs start at
+once. Bad data is one line naming the file, before training. Nothing is ever written into the dataset folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from segsweep.data.augment import Augment, AugmentSpec
+from segsweep.data.classes import DatasetClasses
+from segsweep.data.datamodule import worker_context
+from segsweep.data.folder_classes import FolderDataError, MaskReader, load_classes
+from segsweep.data.folder_files import FolderDataset, PadCollate, Pair, center_fit, list_pairs, scan
+from segsweep.data.samplers import SAMPLERS, train_sampler
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+# What configs written for the generated scenes set (experiment=loss_comparison, debug=fast, conf/rarity); a folder
+# has its own images, so data=folder accepts and ignores them.
+SCENE_ONLY_KEYS = ("image_size", "train_size", "val_size", "test_size", "scene", "data_seed", "hflip", "generate_batch")
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class FolderDataModule(pl.LightningDataModule):
+    """Train/val/test splits of a folder of images and masks (layout in the module docstring).
+
+    The same interface as SceneDataModule: ``classes``, ``class_pixel_counts``, ``class_image_pixels``,
+    ``class_frequencies``, ``sample_images``, ``split_sizes``, the three dataloaders.
+    """
+
+    # model.num_classes follows classes.yaml (app/config.validate sets it)
+    classes_from_data = True
+
+    def __init__(
+        self,
+        root: str,
+        crop_size: int = 128,
+        batch_size: int = 8,
+        eval_batch_size: int = 1,
+        num_workers: int | None = None,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        order_seed: int = 0,
+        augment: Mapping[str, Any] | AugmentSpec | None = None,
+        sampler: str = "uniform",
+        repeat_threshold: float = 0.5,
+        cache_dir: str | None = None,
+        multiprocessing_context: str | None = None,
+        **scene_keys: Any,
+    ) -> None:
+        super().__init__()
+        unknown = sorted(set(scene_keys) - set(SCENE_ONLY_KEYS))
+        if unknown:
+            raise ValueError(f"data.{unknown[0]}: unknown key of data=folder (see conf/data/folder.yaml)")
+        if scene_keys:  # e.g. experiment=loss_comparison or debug=fast, written for the scenes
+            log.info(
+                "data=folder ignores %s: they describe generated scenes (a folder trains on all its images, crops of "
+                "data.crop_size)",
+                ", ".join(f"data.{key}" for key in sorted(scene_keys)),
+            )
+        for key, value in {"crop_size": crop_size, "batch_size": batch_size, "eval_batch_size": eval_batch_size}.items():
+            if value < 1:
+                raise ValueError(f"data.{key} must be >= 1, got {value}")
+        if num_workers is not None and num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0 (or null: one per available core), got {num_workers}")
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"data.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        if repeat_threshold <= 0:
+            raise ValueError(f"data.repeat_threshold must be > 0, got {repeat_threshold}")
+        if root is None or not str(root).strip():
+            raise ValueError("data.root is required: data=folder data.root=/path/to/dataset")
+        self.root = Path(str(root)).expanduser().resolve()
+        self.spec = load_classes(self.root)
+        self.classes: DatasetClasses = self.spec.classes
+        self.reader = MaskReader(self.spec)
+        # training crops, and the tiles of sliding-window inference (val, test, predict)
+        self.crop_size = self.image_size = crop_size
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers = available_cores() if num_workers is None else num_workers
+        self.val_fraction, self.split_seed, self.order_seed = val_fraction, split_seed, order_seed
+        self.augment_spec = augment if isinstance(augment, AugmentSpec) else AugmentSpec.from_config(augment)
+        self.sampler, self.repeat_threshold = sampler, repeat_threshold
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        if self.cache_dir is not None and _inside(self.cache_dir.resolve(), self.root):
+            raise ValueError(f"data.cache_dir={cache_dir}: inside the dataset; nothing is written into data.root")
+        self.multiprocessing_context = multiprocessing_context
+        self.test_is_val = False
+        self._pairs: dict[str, list[Pair]] | None = None
+        self._stats: dict[str, list[Any]] | None = None
+        self.splits: dict[str, FolderDataset] = {}
+
+    @property
+    def inference_roi(self) -> int:
+        """Validation and test segment whole images by sliding windows of this size (as predict does)."""
+        return self.image_size
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.classes.names
+
+    @property
+    def num_classes(self) -> int:
+        return self.classes.num_classes
+
+    # -- layout
+
+    @property
+    def pairs(self) -> dict[str, list[Pair]]:
+        """The pairs of each split (listing only: cheap); bad layout is one line naming the folder or file."""
+        if self._pairs is None:
+            self._pairs = self._list_splits()
+        return self._pairs
+
+    def _list_splits(self) -> dict[str, list[Pair]]:
+        train = list_pairs(self.root, "train")
+        if train is None:
+            raise FolderDataError(f"{self.root / 'train'}: missing; a folder dataset needs train/images and train/masks")
+        val = list_pairs(self.root, "val")
+        if val is None:
+            count = round(len(train) * self.val_fraction)
+            if self.val_fraction <= 0 or len(train) < 2:
+                raise FolderDataError(
+                    f"{self.root / 'val'}: missing, and data.val_fraction={self.val_fraction} of {len(train)} train "
+                    "images leaves no validation split (add val/ or raise data.val_fraction)"
+                )
+            count = min(max(count, 1), len(train) - 1)
+            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.split_seed)).tolist()
+            chosen = set(order[:count])
+            val = [pair for i, pair in enumerate(train) if i in chosen]
+            train = [pair for i, pair in enumerate(train) if i not in chosen]
+            log.info(
+                "%s: no val/ split, validating on %d of the train images (data.val_fraction=%s)",
+                self.root,
+                count,
+                self.val_fraction,
+            )
+        test = list_pairs(self.root, "test")
+        self.test_is_val = test is None
+        if test is None:
+            test = val
+        return {"train": train, "val": val, "test": test}
+
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        return {split: len(pairs) for split, pairs in self.pairs.items()}
+
+    # -- the one-time scan
+
+    @property
+    def stats(self) -> dict[str, list[Any]]:
+        """Per pair: [height, width, image mode, class pixel counts]; from the cached scan of every split."""
+        if self._stats is None:
+            every = list({pair.name: pair for split in SPLITS for pair in self.pairs[split]}.values())
+            self._stats = scan(every, self.spec, self.cache_dir, self.num_workers or 1, self.root)
+        return self._stats
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        pairs, stats = self.pairs, self.stats
+        if self.test_is_val:
+            log.info("%s: no test/ split: the test stage uses the val split (%d images)", self.root, len(pairs["val"]))
+        sizes = [stats[pair.name][:2] for pair in pairs["train"]]
+        smaller = sum(1 for height, width in sizes if height < self.crop_size or width < self.crop_size)
+        if smaller:
+            log.info(
+                "%d of %d train images are smaller than data.crop_size=%d: their crops are padded with the ignore index",
+                smaller,
+                len(sizes),
+                self.crop_size,
+            )
+        augment = Augment(self.augment_spec, self.crop_size, self.classes.ignore_index, self.order_seed)
+        self.splits = {
+            "train": FolderDataset(pairs["train"], self.reader, augment),
+            "val": FolderDataset(pairs["val"], self.reader),
+            "test": FolderDataset(pairs["test"], self.reader),
+        }
+
+    @property
+    def class_pixel_counts(self) -> Tensor:
+        """Pixels of each class in the train split (for class-weighted losses), from the cached scan."""
+        counts = [self.stats[pair.name][3] for pair in self.pairs["train"]]
+        return torch.tensor(counts, dtype=torch.long).sum(dim=0)
+
+    @property
+    def class_presence(self) -> Tensor:
+        """bool [train images, classes]: whether each class occurs in each train image (repeat-factor sampling)."""
+        return torch.tensor([self.stats[pair.name][3] for pair in self.pairs["train"]], dtype=torch.long) > 0
+
+    @property
+    def class_image_pixels(self) -> Tensor:
+        """For each class, the pixels of the train images that contain it (median-frequency balancing)."""
+        rows = [self.stats[pair.name] for pair in self.pairs["train"]]
+        pixels = torch.tensor([row[0] * row[1] for row in rows], dtype=torch.long)
+        return (self.class_presence.long() * pixels[:, None]).sum(dim=0)
+
+    @property
+    def class_frequencies(self) -> Tensor:
+        counts = self.class_pixel_counts.double()
+        return counts / counts.sum()
+
+    def sample_images(self, split: str, count: int) -> tuple[Tensor, Tensor]:
+        """The first ``count`` images (uint8 [N,3,S,S]) and masks (long [N,S,S]) of ``split``, unaugmented; each
+        centre-cropped or padded (mask: ignore index) to ``crop_size`` for the grid."""
+        self.setup(split)
+        dataset = self.splits[split]
+        items = [dataset.load(index) for index in range(min(count, len(dataset)))]
+        fitted = [center_fit(image, mask.long(), self.image_size, self.classes.ignore_index) for image, mask in items]
+        return torch.stack([image for image, _ in fitted]), torch.stack([mask for _, mask in fitted])
+
+    # -- loaders
+
+    def _loader(self, split: str, batch_size: int, sampler: Any = None) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            self.splits[split],
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            collate_fn=None if split == "train" else PadCollate(self.classes.ignore_index),
+            multiprocessing_context=worker_context(self.multiprocessing_context) if workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = train_sampler(
+            self.sampler,
+            len(self.splits["train"]),
+            self.order_seed,
+            lambda: self.class_presence,
+            self.repeat_threshold,
+            num_replicas=replicas,
+            rank=rank,
+        )
+        return self._loader("train", self.batch_size, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup("validate")
+        return self._loader("val", self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        self.setup("test")
+        return self._loader("test", self.eval_batch_size)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents

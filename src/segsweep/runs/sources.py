@@ -1,0 +1,96 @@
+"""What predict reads: image files, folders of them, lists of those, or generated scenes, each with an output name."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import ListConfig
+
+from segsweep.runs.images import list_images
+
+log = logging.getLogger(__name__)
+
+GENERATE = "generate"
+
+
+@dataclass
+class Source:
+    """One image to segment: a file, or generated scene ``index``."""
+
+    name: str
+    path: Path | None = None
+    index: int | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return str(self.path) if self.path is not None else f"generated scene {self.index}"
+
+
+def parse_size(size: Any) -> tuple[int, int]:
+    """``size``: an int (square) or ``[height, width]``."""
+    values = list(size) if isinstance(size, (list, tuple, ListConfig)) else [size]
+    if len(values) == 1:
+        values = values * 2
+    try:
+        height, width = (int(value) for value in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be an int or [height, width], got {size!r}") from None
+    if len(values) != 2 or height < 8 or width < 8:
+        raise ValueError(f"size must be an int or [height, width] of at least 8 px, got {size!r}")
+    return height, width
+
+
+def collect_sources(inputs: Any, count: int, failures: list[dict[str, Any]]) -> list[Source]:
+    """Every image the ``input`` value names; inputs that name nothing usable are recorded in ``failures``."""
+    items = list(inputs) if isinstance(inputs, (list, tuple, ListConfig)) else [inputs]
+    if not items:
+        raise ValueError("input: give an image file, a folder, a list of them, or 'generate'")
+    sources: list[Source] = []
+    for item in items:
+        text = str(item)
+        if text == GENERATE:
+            if count < 1:
+                raise ValueError(f"count must be >= 1 for input=generate, got {count}")
+            sources.extend(Source(name="", index=index) for index in range(count))
+            continue
+        path = Path(text).expanduser()
+        if path.is_dir():
+            images, skipped = list_images(path)
+            if skipped:
+                log.info("%s: skipped %d files without an image suffix (e.g. %s)", path, len(skipped), skipped[0].name)
+            if not images:
+                failures.append({"input": str(path), "status": "failed", "error": f"{path}: folder has no image files"})
+            sources.extend(Source(name="", path=image) for image in images)
+        elif path.exists():
+            sources.append(Source(name="", path=path))
+        else:
+            failures.append({"input": str(path), "status": "failed", "error": f"{path}: no such file or directory"})
+    _name_outputs(sources)
+    return sources
+
+
+def _name_outputs(sources: list[Source]) -> None:
+    """Output name stems: the file stem, unless two inputs share it (a.png, a.jpg: a_png, a_jpg)."""
+    files = [source.path for source in sources if source.path is not None]
+    stems = Counter(path.stem for path in files)
+    names = Counter(path.name for path in files)
+    taken: set[str] = set()
+    for source in sources:
+        if source.path is None:
+            base = f"scene_{source.index:04d}"
+        elif stems[source.path.stem] > 1 and names[source.path.name] == 1:
+            base = source.path.name.replace(".", "_")
+        else:
+            base = source.path.stem
+        name, number = base, 1
+        while name in taken:  # the same file given twice, or same name in two folders
+            number += 1
+            name = f"{base}_{number}"
+        taken.add(name)
+        source.name = name
+
