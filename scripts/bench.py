@@ -29,7 +29,7 @@ from pathlib import Path
 from types import ModuleType
 
 SCRIPTS = Path(__file__).resolve().parent
-BENCHMARKS = ("overhead", "scenes", "sliding_window", "efficiency", "memory")
+BENCHMARKS = ("overhead", "scenes", "sliding_window", "efficiency", "memory", "folder_memory")
 
 
 def load(name: str) -> ModuleType:

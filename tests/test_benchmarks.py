@@ -125,3 +125,14 @@ def test_bench_prints_one_line_per_bar_and_exits_0(capsys):
     check_lines(lines, 2)  # the bar (time and output vs MONAI), then predict's memory (INFO)
     assert lines[0].startswith("sliding_window  ours=")
     assert lines[1].startswith("sliding_window_memory  bounded=")
+
+
+@pytest.mark.slow
+def test_folder_memory_compares_a_folder_run_with_the_scenes():
+    bench_folder_memory = bench.load("bench_folder_memory")
+    result = bench_folder_memory.run(quick=True, threads=1)
+    assert positive(result["cold"]["peak_rss_bytes"], result["scenes"]["peak_rss_bytes"], result["ratio"])
+    lines = bench_folder_memory.lines(result)
+    check_lines(lines, 2)
+    assert lines[0].startswith("folder_memory  folder=")
+    assert lines[1].startswith("folder_startup  cold=")
