@@ -32,49 +32,21 @@ from typing import Any
 import torch
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from torch.utils.flop_counter import FlopCounterMode
 
-from benchlib import DEFAULT_THREADS, QUICK_OVERRIDES, alternate, line, median_ratio, set_threads
+from benchlib import (
+    DEFAULT_THREADS,
+    QUICK_OVERRIDES,
+    alternate,
+    line,
+    matmul_flops_per_s,
+    median_ratio,
+    set_threads,
+    step_flops,
+    training_step,
+)
 from segsweep.app.build import build_module
 from segsweep.app.compose import compose_config
 from segsweep.models.module import SegmentationModule
-
-
-def training_step(
-    module: SegmentationModule,
-    optimizer: torch.optim.Optimizer,
-    images: torch.Tensor,
-    masks: torch.Tensor,
-    autocast: bool = False,
-) -> None:
-    """What Lightning's automatic optimisation runs per batch (without the logging)."""
-    optimizer.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        loss = module.loss(module(images), masks)
-    loss.backward()
-    optimizer.step()
-
-
-def step_flops(module: SegmentationModule, images: torch.Tensor, masks: torch.Tensor) -> int:
-    counter = FlopCounterMode(display=False)
-    with counter:
-        module.loss(module(images), masks).backward()
-    module.zero_grad(set_to_none=True)
-    return counter.get_total_flops()
-
-
-def matmul_flops_per_s(size: int, repeats: int = 3) -> Callable[[], float]:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-
-    def measure() -> float:
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            torch.mm(a, b)
-            times.append(time.perf_counter() - start)
-        return 2 * size**3 / min(times)
-
-    return measure
 
 
 def _module(cfg: Any, datamodule: Any, **flags: Any) -> tuple[SegmentationModule, torch.optim.Optimizer]:

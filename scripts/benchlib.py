@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from torch.utils.flop_counter import FlopCounterMode
 
 from segsweep.app.build import class_weights
 
@@ -119,3 +120,40 @@ def plain_fit(cfg: DictConfig, datamodule: Any, epochs: int, steps: int | None =
             scheduler.step()
         ends.append(time.perf_counter())
     return ends, losses
+
+
+def training_step(
+    module: Any,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    autocast: bool = False,
+) -> None:
+    """What Lightning's automatic optimisation runs per batch (without the logging)."""
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        loss = module.loss(module(images), masks)
+    loss.backward()
+    optimizer.step()
+
+
+def step_flops(module: Any, images: torch.Tensor, masks: torch.Tensor) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        module.loss(module(images), masks).backward()
+    module.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def matmul_flops_per_s(size: int, repeats: int = 3) -> Callable[[], float]:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+
+    def measure() -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            times.append(time.perf_counter() - start)
+        return 2 * size**3 / min(times)
+
+    return measure

@@ -136,3 +136,15 @@ def test_folder_memory_compares_a_folder_run_with_the_scenes():
     check_lines(lines, 2)
     assert lines[0].startswith("folder_memory  folder=")
     assert lines[1].startswith("folder_startup  cold=")
+
+
+@pytest.mark.slow
+def test_sweep_flop_fraction_counts_times_and_reports():
+    bench_sweep = bench.load("bench_sweep")
+    result = bench_sweep.run(quick=True, threads=1, repeats=2)
+    assert result["jobs"] == 2
+    assert positive(result["sweep_flops"], result["matmul_flops_per_s"], result["sweep_wall_s"], result["fraction"])
+    assert result["sweep_flops"] == pytest.approx(2 * result["job_flops"])
+    lines = bench_sweep.lines(result)
+    check_lines(lines, 3)
+    assert [text.split()[0] for text in lines] == ["sweep_flop_fraction", "sweep_train_step", "sweep_overhead_share"]

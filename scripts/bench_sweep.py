@@ -1,0 +1,231 @@
+"""The default sweep against the machine's arithmetic: how close `make sweep` comes to its FLOP limit.
+
+Usage: python scripts/bench_sweep.py [--quick] [--threads N] [--device cpu|cuda]
+
+1. The FLOPs of the whole sweep (``experiment=loss_comparison``; ``_gpu`` on a GPU): for every job, forward and
+   backward of every training step, and the forward of every sanity, validation and test batch. One batch of each
+   kind is counted with ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matmuls) and multiplied by
+   the number of such batches (a partial last batch in proportion). Every job of the sweep has the same network and
+   sizes; the losses differ by a negligible number of FLOPs.
+2. The machine's float32 matmul FLOP/s (2048x2048), measured in the same run just before and just after the sweep,
+   at the thread count the sweep's jobs use; the higher of the two is the limit.
+3. The sweep itself, ``python -m segsweep.train -m experiment=loss_comparison`` into a temporary dir, timed.
+
+Lines:
+- ``sweep_flop_fraction``: FLOP limit (sweep FLOPs / matmul FLOP/s) over the sweep's wall time (target >= 0.65);
+- ``sweep_train_step``: one job's training step alone, achieved FLOP/s over matmul FLOP/s (INFO);
+- ``sweep_overhead_share``: the share of a job's wall time that is not training steps (startup, sanity check,
+  validation, test, checkpoints, plots, report), from the measured step time and the sweep's wall time per job
+  (target <= 0.10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchlib import QUICK_OVERRIDES, REPO_ROOT, line, matmul_flops_per_s, set_threads, step_flops, training_step
+from segsweep.app.build import build_module
+from segsweep.app.compose import compose_config
+
+FLOP_FRACTION_TARGET = 0.65
+OVERHEAD_TARGET = 0.10
+QUICK_SWEEP = ("loss=ce,dice", "seed=1")
+GPU_SKIPPED = "sweep_flop_fraction_gpu  skipped: no CUDA device here"
+
+
+def experiment(device: str) -> str:
+    return "experiment=loss_comparison_gpu" if device == "cuda" else "experiment=loss_comparison"
+
+
+def forward_flops(module: Any, images: torch.Tensor) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        module(images)
+    return counter.get_total_flops()
+
+
+def batches(size: int, batch_size: int, limit: Any) -> float:
+    """Batches of one pass over ``size`` images, in full-batch units, under Lightning's ``limit_*_batches``."""
+    count = size / batch_size
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        return min(count, limit)
+    return count * float(limit if limit is not None else 1.0)
+
+
+def job_flops(overrides: list[str], device: str) -> dict[str, Any]:
+    """FLOPs of one job of the sweep: its training steps and evaluation forwards."""
+    cfg = compose_config(overrides, Path(tempfile.mkdtemp()))
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule).to(device)
+    sizes, batch = datamodule.split_sizes, cfg.data.batch_size
+    images = torch.rand(batch, 3, cfg.data.image_size, cfg.data.image_size, device=device)
+    masks = torch.randint(0, datamodule.num_classes, (batch, cfg.data.image_size, cfg.data.image_size), device=device)
+    trainer, epochs = cfg.trainer, cfg.trainer.max_epochs
+    train_batches = batches(sizes["train"], batch, trainer.get("limit_train_batches")) * epochs
+    val_batches = batches(sizes["val"], batch, trainer.get("limit_val_batches")) * epochs
+    sanity = min(trainer.get("num_sanity_val_steps", 2), math.ceil(sizes["val"] / batch))
+    test_batches = batches(sizes["test"], batch, trainer.get("limit_test_batches"))
+    step, forward = step_flops(module, images, masks), forward_flops(module, images)
+    job = step * train_batches + forward * (val_batches + sanity + test_batches)
+    return {"step_flops": step, "train_batches": train_batches, "job_flops": job, "cfg": cfg}
+
+
+def step_seconds(cfg: Any, device: str, repeats: int) -> float:
+    """Median wall time of one training step of the sweep's network at its batch size (after a warm-up step)."""
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule).to(device).train()
+    optimizer = module.optimizer_factory(params=module.parameters())
+    images, masks = next(iter(datamodule.train_dataloader()))
+    images, masks = images.to(device), masks.to(device)
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        training_step(module, optimizer, images, masks)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def timed_sweep(overrides: list[str], sweep_dir: Path, threads: int | None) -> float:
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    command = [sys.executable, "-m", "segsweep.train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
+    start = time.perf_counter()
+    subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def matmul_rate(device: str) -> float:
+    if device == "cuda":
+        a, b = torch.randn(4096, 4096, device=device), torch.randn(4096, 4096, device=device)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(10):
+            torch.mm(a, b)
+        torch.cuda.synchronize()
+        return 10 * 2 * 4096**3 / (time.perf_counter() - start)
+    measure = matmul_flops_per_s(2048, repeats=5)
+    measure()
+    return max(measure() for _ in range(3))
+
+
+def run(quick: bool = False, threads: int | None = None, device: str = "cpu", repeats: int = 10) -> dict[str, Any]:
+    """Count, measure and time the sweep; ``quick``: a 2-job sweep of tiny sizes (figures not meaningful)."""
+    used = set_threads(threads)
+    overrides = [experiment(device), *(QUICK_OVERRIDES if quick else ())]
+    if threads:
+        overrides.append(f"threads={threads}")
+    counted = job_flops(overrides, device)  # one job: every job has the same network and sizes
+    cfg = counted.pop("cfg")
+    if quick:
+        jobs = 2
+        overrides += QUICK_SWEEP
+    else:
+        jobs = math.prod(len(str(values).split(",")) for values in cfg_sweep_params(overrides).values())
+    counted["sweep_flops"] = counted["job_flops"] * jobs
+    step_s = step_seconds(cfg, device, 3 if quick else repeats)
+    before = matmul_rate(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        wall = timed_sweep(overrides, Path(tmp) / "sweep", threads)
+    after = matmul_rate(device)
+    rate = max(before, after)
+    limit = counted["sweep_flops"] / rate
+    train_per_job = step_s * counted["train_batches"]
+    return {
+        **counted,
+        "jobs": jobs,
+        "threads": used,
+        "device": device,
+        "quick": quick,
+        "matmul_flops_per_s": rate,
+        "sweep_wall_s": wall,
+        "flop_limit_s": limit,
+        "fraction": limit / wall,
+        "step_s": step_s,
+        "step_fraction": counted["step_flops"] / step_s / rate,
+        "job_wall_s": wall / jobs,
+        "overhead_share": max(0.0, 1 - train_per_job / (wall / jobs)),
+    }
+
+
+def cfg_sweep_params(overrides: list[str]) -> dict[str, Any]:
+    """The sweeper's params of the composed sweep (the jobs it will launch)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from segsweep.app.config import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        composed = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    return dict(composed.hydra.sweeper.params or {})
+
+
+def lines(r: dict[str, Any]) -> list[str]:
+    suffix = "_gpu" if r["device"] == "cuda" else ""
+    what = f"{r['jobs']} jobs, {r['sweep_flops'] / 1e12:.2f} TFLOP, matmul {r['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s"
+    what += f", {r['threads']} thread(s)" + (", --quick: not the bar" if r["quick"] else "")
+    return [
+        line(
+            f"sweep_flop_fraction{suffix}",
+            f"flop_limit={r['flop_limit_s']:.0f}s",
+            f"wall={r['sweep_wall_s']:.0f}s",
+            r["fraction"],
+            ">=",
+            FLOP_FRACTION_TARGET,
+        )
+        + f"  [{what}]",
+        line(
+            f"sweep_train_step{suffix}",
+            f"achieved={r['step_flops'] / r['step_s'] / 1e9:.1f}GFLOP/s({r['step_s'] * 1e3:.0f}ms/step)",
+            f"matmul={r['matmul_flops_per_s'] / 1e9:.1f}GFLOP/s",
+            r["step_fraction"],
+            None,
+            None,
+        )
+        + "  [one job's training step alone]",
+        line(
+            f"sweep_overhead_share{suffix}",
+            f"not_training={r['job_wall_s'] - r['step_s'] * r['train_batches']:.1f}s",
+            f"job={r['job_wall_s']:.1f}s",
+            r["overhead_share"],
+            "<=",
+            OVERHEAD_TARGET,
+        )
+        + f"  [per job: {r['train_batches']:.0f} training steps of {r['step_s'] * 1e3:.0f}ms; the rest is startup, "
+        "sanity check, validation, test, checkpoints, plots and the report]",
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a 2-job sweep of tiny sizes (a smoke test, not the bar)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per job (0: torch's default)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(GPU_SKIPPED)
+        return 0
+    for text in lines(run(args.quick, args.threads or None, args.device)):
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
