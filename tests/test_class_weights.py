@@ -103,3 +103,10 @@ def test_median_frequency_counts_only_the_images_that_contain_the_class():
     # weights 0.2/f = [2/7, 1, 1], mean 16/21 -> [3/8, 21/16, 21/16]
     weights = compute_class_weights("median", torch.tensor([70, 20, 10]), image_pixel_counts=torch.tensor([100, 100, 50]))
     assert torch.allclose(weights, torch.tensor([3 / 8, 21 / 16, 21 / 16]))
+
+
+def test_median_with_half_the_classes_absent_uses_the_median_of_present_classes() -> None:
+    """Eigen & Fergus: the median runs over the classes present; absent ones get the rarest present weight."""
+    weights = compute_class_weights("median", torch.tensor([10.0, 0.0, 0.0, 5.0]))
+    expected = torch.tensor([7.5 / 10, 7.5 / 5, 7.5 / 5, 7.5 / 5], dtype=torch.float64)
+    torch.testing.assert_close(weights, (expected / expected.mean()).float())

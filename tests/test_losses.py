@@ -199,3 +199,14 @@ def test_target_out_of_range(name, label):
 def test_invalid_class_weights(name, weights):
     with pytest.raises(ValueError, match=r"^loss\.class_weights: "):
         LOSSES[name](weights)
+
+
+@pytest.mark.parametrize("gamma", [0.1, 0.5, 0.9, 1.0, 2.0])
+def test_focal_saturated_logits_give_finite_loss_and_gradients(gamma: float) -> None:
+    """Saturated logits (p_t rounds to 1 or 0) must not make NaN gradients for any gamma, notably gamma < 1."""
+    logits = torch.tensor([[100.0, -100.0], [-100.0, 100.0], [0.0, 0.0]]).reshape(1, 3, 1, 2).requires_grad_()
+    target = torch.tensor([[[0, 0]]])
+    loss = FocalLoss(gamma=gamma)(logits, target)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.isfinite(logits.grad).all()

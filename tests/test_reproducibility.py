@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from segsweep.runs.checkpoint import CheckpointError, load_checkpoint
+from segsweep.runs.manifest import manifest as run_manifest
 
 from .conftest import REPO_ROOT, read_metrics, run_module
 
@@ -75,6 +76,18 @@ def test_every_run_records_its_manifest(fast_run):
     assert len(manifest["git_commit"] or "0" * 40) == 40 and manifest["git_dirty"] in (True, False, None)
 
 
+def test_the_manifest_records_the_torch_thread_counts():
+    """CPU reductions depend on the thread count, so a rerun is bit-identical only at the recorded counts."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2 if before == 1 else 1)  # not the default, so the count is read when the manifest is made
+    try:
+        recorded, threads = run_manifest(seed=0, device="cpu"), torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert recorded["torch_threads"] == threads
+    assert recorded["torch_interop_threads"] == torch.get_num_interop_threads()
+
+
 def last_epoch(run_dir: Path) -> int:
     path = run_dir / "checkpoints" / "last.ckpt"
     return torch.load(path, weights_only=True, map_location="cpu")["epoch"] if path.is_file() else -1
@@ -100,7 +113,8 @@ def test_a_run_killed_mid_epoch_resumes_to_identical_weights_and_metrics(tmp_pat
     assert_same_weights(state(uninterrupted), state(killed))
     assert_same_weights(state(uninterrupted, "best.ckpt"), state(killed, "best.ckpt"))
     assert numbers(killed) == numbers(uninterrupted)
-    assert read_metrics(killed)["manifest"]["resumed_at"]
+    (resume,) = read_metrics(killed)["manifest"]["resumes"]
+    assert resume["from_epoch"] == 1 and resume["overrides"] == [] and f"ckpt_path={killed}" in resume["command"]
 
 
 def test_resume_true_without_a_checkpoint_is_one_clear_line(tmp_path):

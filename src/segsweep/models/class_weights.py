@@ -77,7 +77,8 @@ def _strategy_weights(
         if image_pixel_counts is not None:
             # an absent class has no images: any non-zero denominator keeps its frequency 0 (filled later)
             freq = counts / torch.as_tensor(image_pixel_counts).double().clamp(min=1)
-        return freq.median() / freq
+        # Median over the classes present (Eigen & Fergus): absent classes' zeros must not pull it to 0.
+        return freq[counts > 0].median() / freq
     if strategy == "enet":
         return 1.0 / torch.log(1.02 + freq)
     one_minus_beta = 1.0 / float(total) if beta is None else 1.0 - beta

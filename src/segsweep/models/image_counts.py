@@ -39,7 +39,8 @@ class ImageIntersectionUnion(Metric):
         self.union.append((predicted | truth).sum(dim=(2, 3)))
 
     def compute(self) -> tuple[Tensor, Tensor]:
-        if not self.intersection:
+        # after a DDP sync the list state is one concatenated tensor, so test its length
+        if len(self.intersection) == 0:
             empty = torch.zeros(0, self.num_classes, dtype=torch.long)
             return empty, empty.clone()
         return dim_zero_cat(self.intersection).long(), dim_zero_cat(self.union).long()

@@ -70,7 +70,9 @@ class FocalLoss(nn.Module):
             per_pixel = -log_p_t
             if self.gamma != 0:
                 # 1 - p_t as -expm1(log p_t): exact for confident pixels, where 1 - exp() cancels to 0.
-                per_pixel = per_pixel * (-torch.expm1(log_p_t)) ** self.gamma
+                # Clamped: d/dx x^gamma is infinite at x=0 for gamma<1, which would make NaN gradients.
+                one_minus_p = (-torch.expm1(log_p_t)).clamp_min(torch.finfo(log_p_t.dtype).tiny)
+                per_pixel = per_pixel * one_minus_p**self.gamma
             if weights is not None:
                 per_pixel = per_pixel * weights[safe_target]
             per_pixel = torch.where(valid, per_pixel, 0.0)

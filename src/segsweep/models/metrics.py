@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -51,31 +53,54 @@ def _boundaries(masks: Tensor, neutral: Tensor) -> Tensor:
 
 
 def _dilate(masks: Tensor, radius: int) -> Tensor:
-    """Grow bool masks [B,C,H,W] by `radius` pixels in Chebyshev distance."""
+    """Grow bool masks [B,C,H,W] by `radius` pixels in Euclidean distance (the BF score's tolerance)."""
     if radius == 0:
         return masks
-    return F.max_pool2d(masks.float(), kernel_size=2 * radius + 1, stride=1, padding=radius) > 0.5
+    offsets = torch.arange(-radius, radius + 1, device=masks.device, dtype=torch.float32)
+    # A disk kernel (not max-pool's square) so diagonal offsets count at their true length.
+    disk = (offsets.view(-1, 1) ** 2 + offsets.view(1, -1) ** 2 <= radius**2).float()
+    batch, classes, height, width = masks.shape
+    flat = masks.reshape(batch * classes, 1, height, width).float()
+    return (F.conv2d(flat, disk[None, None], padding=radius) > 0.5).reshape(masks.shape)
+
+
+def _f1(matched_pred: Tensor, total_pred: Tensor, matched_gt: Tensor, total_gt: Tensor) -> Tensor:
+    """F1 of boundary match counts (any shape), 0 where precision + recall is 0 (one side has no boundary, or no match)."""
+    precision = matched_pred / total_pred.clamp(min=1)
+    recall = matched_gt / total_gt.clamp(min=1)
+    return 2 * precision * recall / (precision + recall).clamp(min=torch.finfo(precision.dtype).tiny)
 
 
 class BoundaryF1(Metric):
-    """Boundary F1 score (BF score, Csurka et al. 2013), accumulated over the whole dataset.
+    """Boundary F1 score (BF score: Csurka et al., BMVC 2013; MATLAB ``bfscore``; the DAVIS boundary measure).
 
-    For every class, a predicted boundary pixel is a true positive if a ground-truth boundary pixel
-    of the same class lies within `tolerance` pixels (Chebyshev distance), and vice versa for recall.
-    Matched and total counts are summed over all images (and ranks) before precision, recall and F1
-    are formed, then F1 is macro-averaged over the classes with a boundary in the ground truth or the
-    prediction. With ``average="none"`` the per-class F1 is returned, NaN for classes without any
-    boundary. If no class has a boundary at all the macro average is NaN (the score is undefined).
+    For every class, a predicted boundary pixel is matched if a ground-truth boundary pixel of the same class lies
+    within `tolerance` pixels (Euclidean distance, inclusive), and vice versa for recall; F1 = 2PR / (P + R).
+
+    ``reduction="per_image"`` (the published score): P, R and F1 per image and class; a class's score is the mean
+    of its per-image F1 over the images where it is defined. Edge cases, per image and class: a boundary in only
+    one of prediction and truth -> F1 0 (as the DAVIS measure); boundaries in both but no match -> F1 0; no
+    boundary in either -> undefined, the image does not count for that class (DAVIS would score it 1, which
+    would reward a class for being absent).
+    ``reduction="pooled"``: matched and total counts are summed over all images before P, R and F1 are formed,
+    so long boundaries weigh more; a class is undefined if it has no boundary anywhere.
+
+    ``average="macro"`` (default) averages the defined classes; ``average="none"`` returns the per-class F1 [C],
+    NaN where undefined. With no class defined the macro average is NaN. All states are sums, so they reduce
+    across DDP ranks by summing.
     """
 
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
 
+    # pooled: per-class boundary pixel counts; per_image: per-class sums of per-image F1 and the images summed
     matched_pred: Tensor
     total_pred: Tensor
     matched_gt: Tensor
     total_gt: Tensor
+    f1_sum: Tensor
+    images: Tensor
 
     def __init__(
         self,
@@ -83,7 +108,8 @@ class BoundaryF1(Metric):
         tolerance: int = 2,
         ignore_index: int | None = IGNORE_INDEX,
         average: str = "macro",
-        **kwargs,
+        reduction: Literal["per_image", "pooled"] = "per_image",
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if num_classes < 1:
@@ -92,12 +118,20 @@ class BoundaryF1(Metric):
             raise ValueError(f"tolerance must be >= 0, got {tolerance}")
         if average not in ("macro", "none"):
             raise ValueError(f"average must be 'macro' or 'none', got {average!r}")
+        if reduction not in ("per_image", "pooled"):
+            raise ValueError(f"reduction must be 'per_image' or 'pooled', got {reduction!r}")
         self.num_classes = num_classes
         self.tolerance = tolerance
         self.ignore_index = ignore_index
         self.average = average
-        for name in ("matched_pred", "total_pred", "matched_gt", "total_gt"):
-            self.add_state(name, default=torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
+        self.reduction = reduction
+        if reduction == "pooled":
+            for name in ("matched_pred", "total_pred", "matched_gt", "total_gt"):
+                self.add_state(name, default=torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
+        else:
+            # float32 (torch's default), not float64: MPS has no float64, and the metric moves with the module.
+            self.add_state("f1_sum", default=torch.zeros(num_classes), dist_reduce_fx="sum")
+            self.add_state("images", default=torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         """Accumulate boundary matches; `preds` is logits/probs [B,C,H,W] or labels [B,H,W]."""
@@ -117,20 +151,34 @@ class BoundaryF1(Metric):
         pred_b = _boundaries(preds.unsqueeze(1) == classes, neutral)
         gt_b = _boundaries(target.unsqueeze(1) == classes, neutral)
 
-        self.matched_pred += (pred_b & _dilate(gt_b, self.tolerance)).sum(dim=(0, 2, 3))
-        self.total_pred += pred_b.sum(dim=(0, 2, 3))
-        self.matched_gt += (gt_b & _dilate(pred_b, self.tolerance)).sum(dim=(0, 2, 3))
-        self.total_gt += gt_b.sum(dim=(0, 2, 3))
+        # [B,C] counts per image and class
+        matched_pred = (pred_b & _dilate(gt_b, self.tolerance)).sum(dim=(2, 3))
+        total_pred = pred_b.sum(dim=(2, 3))
+        matched_gt = (gt_b & _dilate(pred_b, self.tolerance)).sum(dim=(2, 3))
+        total_gt = gt_b.sum(dim=(2, 3))
+        if self.reduction == "pooled":
+            self.matched_pred += matched_pred.sum(0)
+            self.total_pred += total_pred.sum(0)
+            self.matched_gt += matched_gt.sum(0)
+            self.total_gt += total_gt.sum(0)
+            return
+        defined = (total_pred + total_gt) > 0
+        f1 = _f1(matched_pred, total_pred, matched_gt, total_gt)
+        self.f1_sum += torch.where(defined, f1, torch.zeros_like(f1)).sum(0)
+        self.images += defined.sum(0)
 
     def compute_per_class(self) -> Tensor:
-        """Per-class boundary F1 [C]; NaN for classes with no boundary in prediction or ground truth."""
-        precision = self.matched_pred / self.total_pred.clamp(min=1)
-        recall = self.matched_gt / self.total_gt.clamp(min=1)
-        f1 = 2 * precision * recall / (precision + recall).clamp(min=torch.finfo(precision.dtype).tiny)
-        present = (self.total_pred + self.total_gt) > 0
-        return torch.where(present, f1, torch.full_like(f1, float("nan")))
+        """Per-class boundary F1 [C]; NaN for classes where it is undefined (see the class docstring)."""
+        if self.reduction == "pooled":
+            f1 = _f1(self.matched_pred, self.total_pred, self.matched_gt, self.total_gt)
+            defined = (self.total_pred + self.total_gt) > 0
+        else:
+            f1 = self.f1_sum / self.images.clamp(min=1)
+            defined = self.images > 0
+        return torch.where(defined, f1, torch.full_like(f1, float("nan")))
 
     def compute(self) -> Tensor:
+        """The macro average over defined classes (``average="macro"``) or the per-class F1 (``average="none"``)."""
         per_class = self.compute_per_class()
         if self.average == "none":
             return per_class

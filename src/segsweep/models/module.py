@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -19,12 +19,17 @@ from segsweep.models.metrics import BoundaryF1, iou_from_confusion, pixel_accura
 STAGES = ("val", "test")
 
 
-def stage_metrics(classes: DatasetClasses, boundary_tolerance: int) -> MetricCollection:
+def stage_metrics(
+    classes: DatasetClasses, boundary_tolerance: int, boundary_reduction: Literal["per_image", "pooled"] = "per_image"
+) -> MetricCollection:
     """Dataset-level metrics of one stage: one confusion matrix (IoU and pixel accuracy come from it) and boundary F1."""
+    boundary_f1 = BoundaryF1(
+        classes.num_classes, tolerance=boundary_tolerance, ignore_index=classes.ignore_index, reduction=boundary_reduction
+    )
     return MetricCollection(
         {
             "confusion": MulticlassConfusionMatrix(classes.num_classes, ignore_index=classes.ignore_index),
-            "boundary_f1": BoundaryF1(classes.num_classes, tolerance=boundary_tolerance, ignore_index=classes.ignore_index),
+            "boundary_f1": boundary_f1,
         },
         compute_groups=False,
     )
@@ -50,6 +55,7 @@ class SegmentationModule(pl.LightningModule):
         classes: DatasetClasses | Mapping[str, Any],
         scheduler: Callable[..., Any] | None = None,
         boundary_tolerance: int = 2,
+        boundary_reduction: Literal["per_image", "pooled"] = "per_image",
         channels_last: bool = False,
         compile: bool = False,
         config: dict[str, Any] | None = None,
@@ -68,7 +74,9 @@ class SegmentationModule(pl.LightningModule):
         # val/test on whole images: sliding windows of this size, blended as segsweep.predict does (None: one pass)
         self.inference_roi, self.inference_overlap = inference_roi, inference_overlap
         self.inference_mode, self.inference_tile_batch = inference_mode, inference_tile_batch
-        self.metrics = nn.ModuleDict({stage: stage_metrics(self.classes, boundary_tolerance) for stage in STAGES})
+        self.metrics = nn.ModuleDict(
+            {stage: stage_metrics(self.classes, boundary_tolerance, boundary_reduction) for stage in STAGES}
+        )
         self.confusion: dict[str, Tensor] = {}
         # per test image: what the report's bootstrap resamples; set after each test epoch
         self.image_counts = ImageIntersectionUnion(self.classes.num_classes, self.classes.ignore_index)

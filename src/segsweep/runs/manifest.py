@@ -45,6 +45,9 @@ def manifest(seed: int, device: str) -> dict[str, Any]:
         "packages": {package: _version(package) for package in PACKAGES},
         "device": device,
         "cuda": torch.cuda.get_device_name() if device.startswith("cuda") else None,
+        # CPU conv reductions depend on the thread count: reruns are bit-identical only at equal counts.
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
         "seed": seed,
         "start_time": now(),
         "end_time": None,

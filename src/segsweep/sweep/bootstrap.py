@@ -10,6 +10,7 @@ Without per-image counts (older runs) only the seeds are resampled, from the rec
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -146,7 +147,9 @@ def mean_band(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[np.nd
     """The t confidence band of the mean over rows of ``values`` [seeds, points] (NaN where fewer than 2 values)."""
     count = np.isfinite(values).sum(axis=0)
     mean = np.nanmean(values, axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # a point with one seed has no spread: NaN by design, so numpy's warnings about it say nothing
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         spread = np.nanstd(values, axis=0, ddof=1) / np.sqrt(count)
         half = np.where(count > 1, scipy_stats.t.ppf(1 - (1 - confidence) / 2, np.maximum(count - 1, 1)) * spread, np.nan)
     return mean - half, mean + half
