@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
 tensorboard: $(STAMP)
-	$(BIN)/tensorboard --logdir outputs
+	$(BIN)/tensorboard --logdir outputs $(ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache

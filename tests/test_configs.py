@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from segsweep.app.build import build_module, class_weights, instantiate_all
-from segsweep.app.config import CONFIG_DIR, job_dirname, validate
+from segsweep.app.config import CONFIG_DIR, validate
 from segsweep.export_scenes import export
 
 # Groups that describe Hydra itself; they compose with every run and are checked below.
@@ -101,8 +101,6 @@ def test_hydra_and_paths_configs(make_config, tmp_path):
     hydra = HydraConfig.get()
     assert hydra.run.dir.startswith("outputs/train/runs/")
     assert hydra.sweep.dir.startswith("outputs/train/multiruns/")
-    assert job_dirname("", 3) == "3"
-    assert job_dirname("loss=dice,seed=2", 3) == "loss=dice,seed=2"
     assert "experiment" in hydra.job.config.override_dirname.exclude_keys
 
 

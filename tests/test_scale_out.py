@@ -10,9 +10,11 @@ from omegaconf import OmegaConf
 
 from segsweep.app.config import CONFIG_DIR, validate
 from segsweep.app.launch import adapt_trainer, trainer_plugins
-from segsweep.data.datamodule import EpochSeededSampler
+from segsweep.data.samplers import EpochSeededSampler
 
 from .conftest import read_metrics, run_module
+from .test_report import assert_png
+from .test_search_report import top_trials_rows
 
 FAST = ["debug=fast"]
 
@@ -42,7 +44,8 @@ def test_joblib_launcher_runs_jobs_in_parallel_with_dataloader_workers(tmp_path)
         f"hydra.sweep.dir={sweep}",
     )
     jobs = job_dirs(sweep)
-    assert [job.name for job in jobs] == ["data.num_workers=2,seed=1", "data.num_workers=2,seed=2"]
+    # named by the swept key only: data.num_workers and the FAST settings are the same in every job
+    assert [job.name for job in jobs] == ["seed=1", "seed=2"]
     seeds = [assert_complete(job)["config"]["seed"] for job in jobs]
     assert seeds == [1, 2]  # each job re-seeded although loky reuses processes
     assert read_metrics(jobs[0])["test"] != read_metrics(jobs[1])["test"]
@@ -119,6 +122,11 @@ def test_optuna_search_with_sqlite_storage_resumes(tmp_path):
     ):
         assert trial.value == pytest.approx(max(entry["val/mIoU_best"] for entry in read_metrics(job)["history"]))
     assert (sweep / "report.md").is_file() and "optimizer.lr" in (sweep / "report.csv").read_text()
+    # the search's report: its top trials numbered as Optuna numbered them, across the resume too, and search.png
+    header, *rows = top_trials_rows((sweep / "report.md").read_text())
+    lrs = {row[0]: row[header.index("optimizer.lr")] for row in rows}
+    assert lrs == {str(trial.number): f"{trial.params['optimizer.lr']:.4g}" for trial in trials}
+    assert_png(sweep / "search.png")
 
 
 def test_a_wrong_objective_metric_lists_the_metric_names(make_config):

@@ -50,6 +50,7 @@ def test_run_dir_has_the_contracted_outputs(fast_run):
     assert {"epoch", "time_s", "val/mIoU_best", *(f"val/{name}" for name in STAGE_METRICS)} <= set(entry)
     assert entry["val/mIoU"] == metrics["best"]["val/mIoU"]
     assert not list(fast_run.rglob("*.tmp")), "atomic writes leave no temp files"
+    assert not (fast_run / ".hydra" / "resumes").exists(), "a first command's records are .hydra/ itself"
 
 
 def test_tensorboard_has_scalars_images_and_hparams(fast_run):
@@ -96,9 +97,10 @@ def test_a_diverging_run_stops_and_is_marked_failed(tmp_path):
 
 def test_a_bad_override_is_one_clear_line(tmp_path):
     result = run_module("segsweep.train", "model.num_classes=7", f"hydra.run.dir={tmp_path / 'bad'}", check=False)
-    assert result.returncode != 0
-    assert "model.num_classes=7 but the data has 4 classes" in result.stderr
-    assert read_metrics(tmp_path / "bad")["status"] == "failed"
+    assert result.returncode == 1
+    (line,) = [line for line in (result.stdout + result.stderr).splitlines() if "num_classes" in line]
+    assert line == "train failed: model.num_classes=7 but the data has 4 classes (background, road, car, pedestrian)"
+    assert not (tmp_path / "bad").exists(), "a config rejected before any work leaves no run dir"
 
 
 @pytest.mark.slow

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import RichProgressBar
@@ -29,9 +29,12 @@ from torch import Tensor
 
 from segsweep.app.build import load_module
 from segsweep.app.config import CONFIG_DIR, register_resolvers
+from segsweep.app.rundir import reject
+from segsweep.app.typecheck import ENTRY_POINT_TYPES, check_types
 from segsweep.models.metrics import iou_from_confusion
 from segsweep.runs.checkpoint import resolve_checkpoint
-from segsweep.runs.cli import USER_ERRORS, json_safe, one_line, prepare_output_dir, require
+from segsweep.runs.cli import USER_ERRORS, apply_threads, json_safe, prepare_output_dir, require
+from segsweep.runs.console import route_to_run_log, significant, table_console
 from segsweep.runs.files import csv_text, write_json_atomic, write_text_atomic
 from segsweep.runs.record import RecordError, load_record, record_path, test_metric
 from segsweep.sweep.plots import confusion_matrix_png
@@ -108,14 +111,16 @@ def print_results(metrics: dict[str, float], rows: list[dict[str, Any]], recorde
     console.print(table)
     for name, value in metrics.items():
         if "/iou/" not in name:
-            console.print(f"{name:<18} {value:.6f}")
+            console.print(f"{name:<18} {significant(value)}")
     if recorded is not None:
-        console.print(f"test/mIoU recorded at training time: {recorded:.6f} (difference {metrics['test/mIoU'] - recorded:+.2e})")
+        difference = metrics["test/mIoU"] - recorded
+        console.print(f"test/mIoU recorded at training time: {significant(recorded)} (difference {difference:+.2e})")
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test a checkpoint and write eval.json, per_class.csv and confusion_matrix.png into cfg.output_dir."""
     require(cfg, "ckpt_path")
+    apply_threads(cfg.get("threads"))
     checkpoint = resolve_checkpoint(cfg.ckpt_path)
     output_dir = prepare_output_dir(Path(cfg.output_dir))
     module, saved = load_module(checkpoint)
@@ -167,7 +172,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "trainer": {"precision": str(precision), "limit_test_batches": limit, "accelerator": type(trainer.accelerator).__name__},
     }
     write_json_atomic(output_dir / "eval.json", json_safe(report))
-    print_results(metrics, rows, recorded, Console())
+    print_results(metrics, rows, recorded, table_console())
     log.info("wrote eval.json, per_class.csv and confusion_matrix.png to %s", output_dir)
     return report
 
@@ -175,11 +180,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     """Returns the test mIoU (for sweeps over checkpoints)."""
+    route_to_run_log()
     try:
+        check_types(cfg, ENTRY_POINT_TYPES["eval"])
         report = evaluate(cfg)
     except USER_ERRORS as error:
-        log.error("eval failed: %s", one_line(error))
-        sys.exit(1)
+        reject(HydraConfig.get().runtime.output_dir, error, lambda line: log.error("eval failed: %s", line))
     return report["metrics"].get("test/mIoU")
 
 

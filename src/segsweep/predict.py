@@ -24,6 +24,7 @@ from typing import Any
 
 import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
@@ -33,11 +34,14 @@ from torch import Tensor, nn
 
 from segsweep.app.build import load_module
 from segsweep.app.config import CONFIG_DIR, register_resolvers
+from segsweep.app.rundir import reject
+from segsweep.app.typecheck import ENTRY_POINT_TYPES, check_types
 from segsweep.data.scenes import generate_scenes
 from segsweep.inference import sliding_window_argmax
 from segsweep.models.metrics import confusion_matrix, iou_from_confusion
 from segsweep.runs.checkpoint import resolve_checkpoint
-from segsweep.runs.cli import USER_ERRORS, json_safe, one_line, prepare_output_dir, require, resolve_device
+from segsweep.runs.cli import USER_ERRORS, apply_threads, json_safe, one_line, prepare_output_dir, require, resolve_device
+from segsweep.runs.console import route_to_run_log, table_console
 from segsweep.runs.files import write_json_atomic
 from segsweep.runs.images import ImageError, palette_png, read_image, rgb_png, to_unit_float, write_files
 from segsweep.runs.sources import Source, collect_sources, parse_size
@@ -145,6 +149,7 @@ def _fmt(value: float | None) -> str:
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Segment every input; returns the predictions.json content (``failed`` counts failed inputs)."""
     require(cfg, "ckpt_path", "input")
+    apply_threads(cfg.get("threads"))
     if cfg.mode not in ("gaussian", "constant"):
         raise ValueError(f"mode must be gaussian or constant, got {cfg.mode!r}")
     if not 0 <= cfg.overlap < 1:
@@ -225,7 +230,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         "predictions": results,
     }
     write_json_atomic(output_dir / "predictions.json", json_safe(report))
-    print_summary(results, class_names, Console())
+    print_summary(results, class_names, table_console())
     log.info("wrote %d of %d predictions to %s", len(results) - report["failed"], len(results), output_dir)
     return report
 
@@ -233,11 +238,12 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 def main(cfg: DictConfig) -> int | None:
     """Exit code 1 when any input failed (after the others were processed)."""
+    route_to_run_log()
     try:
+        check_types(cfg, ENTRY_POINT_TYPES["predict"])
         report = predict(cfg)
     except USER_ERRORS as error:
-        log.error("predict failed: %s", one_line(error))
-        sys.exit(1)
+        reject(HydraConfig.get().runtime.output_dir, error, lambda line: log.error("predict failed: %s", line))
     if report["failed"]:
         log.error(
             "%d of %d inputs failed (see the lines above and predictions.json)", report["failed"], len(report["predictions"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,11 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from segsweep.app.naming import job_dirname, run_suffix
+from segsweep.app.rundir import hydra_records
 from segsweep.app.search import resumable_seed
+from segsweep.app.typecheck import check_types
+from segsweep.data.datamodule import SceneDataModule
 from segsweep.models.module import metric_names
 
 
@@ -24,11 +29,6 @@ def _config_dir() -> Path:
 
 
 CONFIG_DIR = str(_config_dir())
-
-
-def job_dirname(override_dirname: str, job_num: int | str) -> str:
-    """A multirun job's directory name: its overrides (``loss=dice,seed=2``), or its number if none."""
-    return override_dirname or str(job_num)
 
 
 def run_dir(task_name: str, ckpt_path: str | None, default: str) -> str:
@@ -46,6 +46,7 @@ def register_resolvers() -> None:
     """Our OmegaConf resolvers; every entry point calls this before Hydra composes its config."""
     resolvers = {
         "job_dirname": job_dirname,
+        "run_suffix": run_suffix,
         "run_dir": run_dir,
         "deterministic_default": deterministic_default,
         "resumable_seed": resumable_seed,
@@ -53,7 +54,9 @@ def register_resolvers() -> None:
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
-
+    if not OmegaConf.has_resolver("hydra_records"):
+        # cached: Hydra reads hydra.output_subdir twice and both reads must name the same directory
+        OmegaConf.register_new_resolver("hydra_records", hydra_records, use_cache=True)
 
 
 def _instantiate_data(data: DictConfig) -> Any:
@@ -74,6 +77,7 @@ def validate(cfg: DictConfig) -> Any:
 
     The datamodule checks its own keys; what depends on the dataset's classes is checked against them here.
     """
+    check_types(cfg)
     model, trainer = cfg.model, cfg.trainer
     if cfg.get("threads") is not None and cfg.threads < 1:
         raise ValueError(f"threads must be >= 1 (or null for torch's default), got {cfg.threads}")
@@ -109,4 +113,67 @@ def validate(cfg: DictConfig) -> Any:
         raise ValueError(f"resume: expected true, false or auto, got {cfg.resume!r}")
     if cfg.get("resume") is True and not (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file():
         raise FileNotFoundError(f"resume=true: {cfg.paths.output_dir} has no checkpoints/last.ckpt to resume from")
+    _check_optimization(cfg)
+    _check_memory(datamodule)
     return datamodule
+
+
+def _check_optimization(cfg: DictConfig) -> None:
+    """The optimizer and scheduler built on a stand-in parameter: their own checks (lr < 0, ...) run before data is made."""
+    group = "optimizer"
+    try:
+        optimizer = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))])
+        group = "scheduler"
+        if cfg.get("scheduler"):
+            instantiate(cfg.scheduler)(optimizer)
+    except (InstantiationException, ValueError, TypeError) as error:
+        cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ is not None else error
+        message = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        node = cfg[group]
+        # torch's messages show the bad value ("Invalid learning rate: -1"), not the key: find the key holding it
+        keys = [key for key, value in node.items() if not str(key).startswith("_") and _shows(value, message)]
+        where = f"{group}.{keys[0]}={node[keys[0]]}" if len(keys) == 1 else f"{group} ({node.get('_target_')})"
+        raise ValueError(f"{where}: {message}") from None
+
+
+def _shows(value: Any, message: str) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and f": {value}" in message
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: MemAvailable, capped by a cgroup v2 limit (containers); None if unknown."""
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, AttributeError):
+            return None
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            left = int(limit) - int((cgroup / "memory.current").read_text())
+            available = left if available is None else min(available, left)
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def _check_memory(datamodule: Any) -> None:
+    """Generated scenes live in memory (uint8 image 3xHxW + mask HxW each): refuse splits this machine cannot hold."""
+    if not isinstance(datamodule, SceneDataModule):
+        return
+    sizes, side = datamodule.split_sizes, datamodule.image_size
+    needed = sum(sizes.values()) * 4 * side * side
+    available = available_memory()
+    if available is not None and needed > available:
+        split = max(sizes, key=sizes.__getitem__)
+        raise ValueError(
+            f"data.{split}_size={sizes[split]}: the scenes need {needed / 1e9:.1f} GB in memory ({sum(sizes.values())} images "
+            f"of {side}x{side} px, train+val+test) but {available / 1e9:.1f} GB is available - lower data.{split}_size "
+            f"or data.image_size"
+        )

@@ -36,11 +36,14 @@ ALLOWED_TARGETS = frozenset(
         "segsweep.runs.callbacks.PredictionImages",
         "segsweep.runs.callbacks.RngState",
         "segsweep.runs.callbacks.TensorBoardHparams",
+        "segsweep.runs.console.EpochLines",
         "segsweep.runs.image_counts.ImageCountsFile",
         # Hydra callbacks and the Optuna sampler of conf/hydra and conf/hparams_search
         "segsweep.report.SweepReportCallback",
         "segsweep.app.launch.MakeSweepDir",
+        "segsweep.app.launch.JobLine",
         "optuna.samplers.TPESampler",
+        "hydra_plugins.segsweep_plugins.optuna_sweeper.FailureTolerantOptunaSweeper",
     }
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,12 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import yaml
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from segsweep.runs.images import to_unit_float
 from segsweep.runs.manifest import manifest, now
-from segsweep.runs.record import RecordError, load_record, mark_failed, record_path, write_record
+from segsweep.runs.record import RecordError, load_record, mark_failed, note_recorded, record_path, write_record
 from segsweep.runs.visualize import comparison_grid
 
 
@@ -35,6 +37,12 @@ class MetricsFile(pl.Callback):
         self._fit_done = False
         self._started = time.perf_counter()
         self._elapsed_before = 0.0
+        self._restored = False
+        self._resume_overrides: list[str] | None = None
+
+    def resuming(self, overrides: list[str]) -> None:
+        """This command continues the run in its dir, with these (allowed) overrides: an entry in the manifest's ``resumes``."""
+        self._resume_overrides = list(overrides)
 
     def record(self, key: str, value: Any) -> None:
         """Add a top-level entry (e.g. the class weights used) to the file."""
@@ -79,10 +87,22 @@ class MetricsFile(pl.Callback):
             # the report's "rarest class" is the one with the fewest training pixels
             train_pixels = {"train_pixels": pixel_counts.tolist()} if pixel_counts is not None else {}
             self.record("classes", {**classes.to_dict(), **train_pixels})
+        recorded = _existing_record(self.path).get("manifest")
+        if self.manifest is None and self._resume_overrides is not None:
+            self.manifest = recorded  # a run resumed before its first checkpoint has its manifest only in the file
         if self.manifest is None:
             self.manifest = manifest(pl_module.hparams.get("config", {}).get("seed"), str(pl_module.device))
-        else:  # restored from a checkpoint: the same run, resumed
-            self.manifest.setdefault("resumed_at", []).append(now())
+        if self._restored or self._resume_overrides is not None:  # the same run, continued by this command
+            self.manifest["resumes"] = _merged_resumes(self.manifest, recorded)
+            self.manifest["resumes"].append(
+                {
+                    "time": now(),
+                    "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+                    "overrides": self._resume_overrides or [],
+                    # the first epoch this command trains (max_epochs when the run had already finished)
+                    "from_epoch": int(self.history[-1]["epoch"]) + 1 if self.history else 0,
+                }
+            )
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -102,9 +122,10 @@ class MetricsFile(pl.Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         error = f"{type(exception).__name__}: {exception}"
-        if _existing_record(self.path).get("status") == "completed":  # a later command failed: keep the results
-            if trainer.global_rank == 0:
-                mark_failed(self.path, pl_module.hparams.get("config", {}), error)
+        note_recorded(exception)
+        if _existing_record(self.path).get("status") == "completed":  # keep the results
+            if trainer.global_rank == 0:  # a later command failed, or this run's own test after its fit completed
+                mark_failed(self.path, pl_module.hparams.get("config", {}), error, own_run=self._fit_done)
             return
         self.write(trainer, pl_module, "failed", error)
 
@@ -118,6 +139,14 @@ class MetricsFile(pl.Callback):
         self.history = list(state_dict["history"])
         self._elapsed_before = float(state_dict["elapsed_s"])
         self.manifest = state_dict.get("manifest")
+        self._restored = True
+
+
+def _merged_resumes(restored: dict[str, Any], recorded: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The resumes of the checkpoint's manifest plus those only the file has (a resume that trained no epoch), by time."""
+    resumes = list(restored.get("resumes", []))
+    resumes += [entry for entry in (recorded or {}).get("resumes", []) if entry not in resumes]
+    return sorted(resumes, key=lambda entry: entry["time"])
 
 
 def _existing_record(path: Path) -> dict[str, Any]:
@@ -179,6 +208,23 @@ class PredictionImages(pl.Callback):
         trainer.logger.experiment.add_image("val/predictions", grid, global_step=trainer.global_step)
 
 
+def named_choices(choices: Any) -> dict[str, str]:
+    """Config-group choices (``loss: weighted_ce``) as plain strings; Hydra's own groups and empty optional ones left out."""
+    return {
+        str(group): str(choice) for group, choice in choices.items() if choice is not None and not str(group).startswith("hydra/")
+    }
+
+
+def recorded_choices(run_dir: str | None) -> dict[str, str]:
+    """The config-group choices of the run's first command, from its ``.hydra/hydra.yaml`` (a resume keeps them)."""
+    path = Path(run_dir or ".") / ".hydra" / "hydra.yaml"
+    try:
+        choices = yaml.safe_load(path.read_text())["hydra"]["runtime"]["choices"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return {}
+    return named_choices(choices)
+
+
 class TensorBoardHparams(pl.Callback):
     """After testing, fills TensorBoard's HPARAMS tab: flattened config -> final metrics."""
 
@@ -186,8 +232,9 @@ class TensorBoardHparams(pl.Callback):
         self,
         metrics: tuple[str, ...] = ("val/mIoU_best", "test/mIoU", "test/pixel_acc", "test/boundary_f1"),
         per_class: bool = True,
+        dirpath: str | None = None,
     ) -> None:
-        self.metrics, self.per_class = tuple(metrics), per_class
+        self.metrics, self.per_class, self.dirpath = tuple(metrics), per_class, dirpath
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not isinstance(trainer.logger, TensorBoardLogger) or trainer.global_rank != 0:
@@ -201,6 +248,8 @@ class TensorBoardHparams(pl.Callback):
         if "val/mIoU_best" in self.metrics and best is not None and best.update_called:
             final["val/mIoU_best"] = float(best.compute())
         config = {key: value for key, value in pl_module.hparams.get("config", {}).items() if key not in ("hydra", "paths")}
+        # `loss: weighted_ce`: its parameters alone (segsweep...CrossEntropyLoss) do not tell ce from weighted_ce
+        config |= {f"choice/{group}": choice for group, choice in recorded_choices(self.dirpath).items()}
         # A prefix keeps these single points out of the training curves of the same names.
         trainer.logger.log_hyperparams(config, {f"hp/{name}": value for name, value in sorted(final.items())})
         trainer.logger.save()

@@ -72,6 +72,15 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def apply_threads(threads: Any) -> None:
+    """``threads``: torch's intra-op threads for this process; None keeps torch's default (one per core)."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1 (or null for torch's default), got {threads!r}")
+    torch.set_num_threads(threads)
+
+
 def json_safe(value: Any) -> Any:
     """NaN -> null, so the JSON files we write are strict JSON."""
     if isinstance(value, float) and math.isnan(value):

@@ -31,6 +31,15 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     return path
 
 
+def remove_orphan_temps(directory: str | Path) -> list[Path]:
+    """Delete the temp files ``write_atomic`` leaves when its process is killed mid-write; only while nothing writes there."""
+    directory = Path(directory)
+    orphans = [path for path in directory.glob(".*.tmp") if path.is_file()] if directory.is_dir() else []
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    return orphans
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -8,7 +8,8 @@ Schema (every key always present unless marked optional)::
     best          {"val/mIoU": float | null, "epoch": int | null}
     test          {"test/mIoU": float, "test/iou/<class>": float, ...}   empty until tested
     history       [{"epoch": int, "val/<metric>": float, ..., "time_s": float}, ...]   one entry per epoch
-    manifest      {...} | null        provenance (segsweep.runs.manifest)
+    manifest      {...} | null        provenance (segsweep.runs.manifest); ``resumes``: [{"time": str, "command": [...],
+                  "overrides": [...], "from_epoch": int}], one entry per command that continued the run
     classes       optional: {"names": [...], "colors": [[r,g,b], ...], "ignore_index": int, "train_pixels": [int, ...]}
     class_weights optional: {"<class>": float, ...}, when the loss used class weights
     failed_attempts optional: [{"time": str, "error": str, "command": [...]}], later commands that failed
@@ -56,13 +57,38 @@ def failed_record(config: dict[str, Any], error: str) -> dict[str, Any]:
     }
 
 
-def mark_failed(path: str | Path, config: dict[str, Any], error: str) -> None:
+def note_recorded(error: BaseException) -> None:
+    """Mark an exception as recorded in metrics.json, so an outer handler does not record the same failure again."""
+    error._segsweep_recorded = True  # type: ignore[attr-defined]
+
+
+def was_recorded(error: BaseException) -> bool:
+    return bool(getattr(error, "_segsweep_recorded", False))
+
+
+def recorded_value(record: dict[str, Any], name: str) -> float | None:
+    """A metric a finished record holds: ``val/mIoU_best`` (its best), a ``test/`` metric; None if it has none."""
+    value = (record.get("best") or {}).get("val/mIoU") if name == "val/mIoU_best" else (record.get("test") or {}).get(name)
+    return float(value) if _is_number(value) else None
+
+
+def mark_failed(path: str | Path, config: dict[str, Any], error: str, own_run: bool = False) -> None:
     """Record a failure at ``path``: a new failed record, or an entry in a completed record's ``failed_attempts``
-    (its results are kept). A record already marked failed is left as it is: it holds the first error."""
+    (its results are kept). A record already marked failed is left as it is: it holds the first error.
+
+    ``own_run``: the failure belongs to the run the record describes (its fit completed earlier in this same command,
+    then its test failed): the record turns ``failed``, its results kept.
+    """
     path = Path(path)
-    existing = _read_json(path) if path.is_file() else None
+    try:
+        existing = _read_json(path) if path.is_file() else None
+    except RecordError:  # unreadable: there are no results to keep
+        existing = None
     if isinstance(existing, dict) and existing.get("status") == "completed":
-        attempt = {"time": now(), "error": error, "command": list(sys.argv)}
+        if own_run:
+            write_record(path, {**existing, "status": "failed", "error": error})
+            return
+        attempt = {"time": now(), "error": error, "command": [Path(sys.argv[0]).name, *sys.argv[1:]]}
         write_record(path, {**existing, "failed_attempts": [*existing.get("failed_attempts", []), attempt]})
         return
     if isinstance(existing, dict) and existing.get("status") == "failed":

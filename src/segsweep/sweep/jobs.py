@@ -9,10 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from segsweep.runs.record import RecordError, load_record, record_path
 
 SEED_KEY = "seed"
+MULTIRUN_FILE = "multirun.yaml"
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 _OVERRIDE = re.compile(r"^(?P<prefix>~|\+\+|\+)?(?P<key>[^=]+)(?:=(?P<value>.*))?$", re.DOTALL)
 
 
@@ -83,12 +88,50 @@ def read_job(path: Path, name: str) -> Job:
     return job
 
 
+def expected_jobs(sweep_dir: Path) -> list[tuple[str, list[str]]]:
+    """The jobs a grid sweep was asked for (name, overrides), expanded from its multirun.yaml by Hydra's own parser and
+    BasicSweeper; empty when the file is missing or unreadable, or the sweeper is not the basic one (an Optuna study's
+    trials are not known in advance)."""
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        hydra = OmegaConf.load(sweep_dir / MULTIRUN_FILE).hydra
+        if hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+            return []
+        params = [f"{key}={value}" for key, value in (hydra.sweeper.get("params") or {}).items()]
+        parser = OverridesParser.create()
+        batches = BasicSweeper.split_arguments(parser.parse_overrides([*params, *hydra.overrides.task]), None)
+        naming = hydra.job.config.override_dirname
+        return [
+            # named as conf/hydra/default.yaml's hydra.sweep.subdir names a job dir: its overrides, else its number
+            (get_overrides_dirname(parser.parse_overrides(job), list(naming.exclude_keys), naming.item_sep, naming.kv_sep)
+             or str(number), list(job))
+            for number, job in enumerate(batches[0])
+        ]
+    except (OSError, yaml.YAMLError, OmegaConfBaseException, HydraException, AttributeError, TypeError):
+        return []  # the report of the jobs that exist, rather than none
+
+
+def never_started(sweep_dir: Path, jobs: Sequence[Job]) -> list[Job]:
+    """A Job (error "never started") for each job the sweep expected but whose dir holds no job with its overrides."""
+    present, names = [job.overrides for job in jobs], {job.name for job in jobs}
+    missing = []
+    for name, overrides in expected_jobs(sweep_dir):
+        wanted = dict(parse_override(item) for item in overrides)
+        if wanted not in present and name not in names:
+            missing.append(Job(name=name, path=sweep_dir / name, overrides=wanted, metrics=None, error="never started"))
+    return missing
+
+
 def _natural(text: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 def find_jobs(sweep_dir: Path) -> list[Job]:
-    """Every Hydra job under the sweep dir (a dir with ``.hydra/overrides.yaml``), in natural name order."""
+    """Every Hydra job under the sweep dir (a dir with ``.hydra/overrides.yaml``), and every job of the sweep that never
+    started (from its multirun.yaml), in natural name order."""
     if not sweep_dir.exists():
         raise ReportError(f"{sweep_dir}: no such directory")
     if not sweep_dir.is_dir():
@@ -102,7 +145,7 @@ def find_jobs(sweep_dir: Path) -> list[Job]:
     for job in jobs:
         if job.name == ".":
             job.name = sweep_dir.name
-    return sorted(jobs, key=lambda job: _natural(job.name))
+    return sorted([*jobs, *never_started(sweep_dir, jobs)], key=lambda job: _natural(job.name))
 
 
 def swept_keys(jobs: Sequence[Job]) -> list[str]:

@@ -1,0 +1,1 @@
+"""segsweep's Hydra plugins: Hydra instantiates a sweeper or launcher only from the ``hydra_plugins`` namespace."""

@@ -1,0 +1,68 @@
+"""Bad input through the real entry points: one line naming the key, no traceback, exit code 1, no run dir left."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import run_module
+
+# (entry point, overrides, what the one error line must say); train's cases need no checkpoint
+TRAIN_CASES = [
+    (["data.batch_size=abc"], "data.batch_size='abc': expected an integer"),
+    (["optimizer.lr=abc"], "optimizer.lr='abc': expected a number"),
+    (["threads=abc"], "threads='abc': expected an integer or null"),
+    (["trainer.max_epochs=abc"], "trainer.max_epochs='abc': expected an integer"),
+    (["loss=dice", "loss.smooth=abc"], "loss.smooth='abc': expected a number"),
+    (["model.base_channels=[16]"], "model.base_channels=[16]: expected an integer"),
+    (["optimizer.lr=-1"], "optimizer.lr=-1: Invalid learning rate: -1"),
+    (["model.num_classes=5"], "model.num_classes=5 but the data has 4 classes"),
+    (["data.train_size=10000000"], "data.train_size=10000000: the scenes need"),
+]
+CHECKPOINT_CASES = [
+    ("segsweep.predict", ["input=generate", "size=32", "tile_batch=abc"], "tile_batch='abc': expected an integer"),
+    ("segsweep.predict", ["input=generate", "size=32", "overlap=abc"], "overlap='abc': expected a number"),
+    ("segsweep.eval", ["data.batch_size=abc"], "data.batch_size='abc': expected an integer or null"),
+    ("segsweep.eval", ["threads=abc"], "threads='abc': expected an integer or null"),
+]
+
+
+def assert_one_line_and_nothing_left(result, expected: str, run_dir: Path) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-2000:]
+    (line,) = [line for line in output.splitlines() if "failed:" in line]
+    assert expected in line
+    assert "Traceback" not in output
+    assert not run_dir.exists(), f"a rejected command leaves no run dir: {sorted(run_dir.rglob('*'))}"
+
+
+@pytest.mark.parametrize(("overrides", "expected"), TRAIN_CASES, ids=[" ".join(case[0]) for case in TRAIN_CASES])
+def test_train_rejects_bad_input_in_one_line(tmp_path, overrides, expected):
+    run_dir = tmp_path / "run"
+    result = run_module("segsweep.train", "debug=fast", *overrides, f"hydra.run.dir={run_dir}", check=False)
+    assert_one_line_and_nothing_left(result, expected, run_dir)
+
+
+@pytest.mark.parametrize(("module", "overrides", "expected"), CHECKPOINT_CASES, ids=[case[2] for case in CHECKPOINT_CASES])
+def test_eval_and_predict_reject_bad_input_in_one_line(fast_run, tmp_path, module, overrides, expected):
+    run_dir = tmp_path / "out"
+    result = run_module(module, f"ckpt_path={fast_run}", *overrides, f"hydra.run.dir={run_dir}", check=False)
+    assert_one_line_and_nothing_left(result, expected, run_dir)
+
+
+def test_a_rejected_command_in_an_existing_dir_removes_only_its_own_files(tmp_path):
+    run_dir = tmp_path / "mine"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("keep me")
+    result = run_module("segsweep.train", "debug=fast", "data.batch_size=abc", f"hydra.run.dir={run_dir}", check=False)
+    assert result.returncode == 1
+    # no .hydra/ left: the next command into this dir is a first command, not a resume of a run that never was
+    assert sorted(path.name for path in run_dir.iterdir()) == ["notes.txt"]
+    assert (run_dir / "notes.txt").read_text() == "keep me"
+
+
+def test_the_traceback_is_one_switch_away(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGSWEEP_TRACEBACK", "1")
+    result = run_module("segsweep.train", "optimizer.lr=abc", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert result.returncode == 1 and "Traceback" in result.stderr and "optimizer.lr='abc'" in result.stderr

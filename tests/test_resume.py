@@ -1,0 +1,130 @@
+"""Resuming a run dir continues that run (its own config and records); later commands never erase a finished run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from segsweep.runs.callbacks import MetricsFile
+from segsweep.runs.record import failed_record, record_path, was_recorded, write_record
+
+from .conftest import read_metrics, run_module
+
+# The run's own overrides: none of them is a default, so a resume that fell back to the defaults would show.
+ORIGINAL = ["debug=fast", "data.train_size=24", "trainer.max_epochs=2", "callbacks.rich_progress_bar=null"]
+
+
+def train(run_dir: Path, *args: str, check: bool = True):
+    """A training command in ``run_dir`` (``ckpt_path=<run dir>`` puts it there by itself)."""
+    where = [] if any(arg.startswith("ckpt_path=") for arg in args) else [f"hydra.run.dir={run_dir}"]
+    return run_module("segsweep.train", *args, *where, check=check)
+
+
+def records(run_dir: Path) -> dict[str, bytes]:
+    """The first command's Hydra records, byte for byte."""
+    return {path.name: path.read_bytes() for path in sorted((run_dir / ".hydra").glob("*.yaml"))}
+
+
+def epoch_of(run_dir: Path, name: str) -> int:
+    return torch.load(run_dir / "checkpoints" / name, weights_only=True, map_location="cpu")["epoch"]
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in (result.stdout + result.stderr).splitlines() if "failed:" in line]
+
+
+@pytest.mark.slow
+def test_resuming_a_run_dir_continues_that_run_with_its_own_config(tmp_path):
+    run = tmp_path / "run"
+    train(run, *ORIGINAL)
+    kept = records(run)
+    orphans = [run / "checkpoints" / ".last.ckpt.k1ll3d.tmp", run / ".metrics.json.x7q2.tmp"]
+    for orphan in orphans:  # what a write killed before its rename leaves
+        orphan.write_bytes(b"partial")
+
+    result = train(run, f"ckpt_path={run}")  # no overrides: the run's own 24 images and 2 epochs, not the defaults
+    assert "24 images per epoch" in result.stdout + result.stderr
+    metrics = read_metrics(run)
+    assert metrics["status"] == "completed"
+    assert metrics["config"]["data"]["train_size"] == 24 and metrics["config"]["trainer"]["max_epochs"] == 2
+    assert not any(orphan.exists() for orphan in orphans)
+
+    train(run, f"ckpt_path={run}", "trainer.max_epochs=3", "threads=1")  # extending the run is allowed
+    metrics = read_metrics(run)
+    assert [entry["epoch"] for entry in metrics["history"]] == [0, 1, 2]
+    assert metrics["config"]["trainer"]["max_epochs"] == 3 and metrics["config"]["data"]["train_size"] == 24
+    assert epoch_of(run, "last.ckpt") == 2
+
+    train(run, *ORIGINAL, "trainer.max_epochs=3", "resume=auto")  # a requeued job repeats its command: no change
+    first, extended, requeued = read_metrics(run)["manifest"]["resumes"]
+    assert first["overrides"] == [] and first["from_epoch"] == 2
+    assert extended["overrides"] == ["trainer.max_epochs=3", "threads=1"] and extended["from_epoch"] == 2
+    assert f"ckpt_path={run}" in extended["command"] and requeued["from_epoch"] == 3
+    assert records(run) == kept, "the run's own .hydra records are never rewritten"
+    later = sorted((run / ".hydra" / "resumes").iterdir())
+    assert len(later) == 3 and all((path / "overrides.yaml").is_file() for path in later)
+
+
+@pytest.mark.slow
+def test_a_later_command_that_fails_keeps_the_completed_record(tmp_path):
+    run = tmp_path / "run"
+    train(run, *ORIGINAL)
+    kept, before = records(run), read_metrics(run)
+    commands = [
+        ([f"ckpt_path={run}", "data.train_size=32"], "data.train_size=32"),  # would change the experiment
+        ([f"ckpt_path={run}", "data.batch_size=0"], "data.batch_size=0"),
+        ([*ORIGINAL], f"{run} holds a completed run"),  # a plain run into a finished run's dir
+    ]
+    for args, named in commands:
+        result = train(run, *args, check=False)
+        assert result.returncode == 1
+        (line,) = error_lines(result)
+        assert named in line and "Traceback" not in result.stdout + result.stderr
+    after = read_metrics(run)
+    assert after["status"] == "completed" and after["error"] is None
+    assert {key: after[key] for key in ("test", "best", "history", "config")} == {
+        key: before[key] for key in ("test", "best", "history", "config")
+    }
+    attempts = after["failed_attempts"]
+    assert [named in attempt["error"] for attempt, (_, named) in zip(attempts, commands)] == [True] * 3
+    assert "ResumeError" in attempts[0]["error"] and attempts[0]["command"][-1] == "data.train_size=32"
+    assert records(run) == kept
+
+
+@pytest.mark.slow
+def test_last_ckpt_is_written_every_epoch_even_without_improvement(tmp_path):
+    run = tmp_path / "run"
+    # lr 0 and no batch norm: the same weights every epoch, so val mIoU never improves after epoch 0
+    train(run, *ORIGINAL, "trainer.max_epochs=3", "optimizer.lr=0", "model.batch_norm=false")
+    assert epoch_of(run, "best.ckpt") == 0 and read_metrics(run)["best"]["epoch"] == 0
+    assert epoch_of(run, "last.ckpt") == 2
+    assert sorted(path.name for path in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_a_failure_inside_lightning_keeps_a_completed_record_and_is_recorded_once(tmp_path):
+    completed = {**failed_record({"seed": 1}, ""), "status": "completed", "error": None, "test": {"test/mIoU": 0.5}}
+    write_record(record_path(tmp_path), completed)
+    callback = MetricsFile(str(tmp_path))
+    error = RuntimeError("out of memory")
+    trainer, module = SimpleNamespace(global_rank=0), SimpleNamespace(hparams={"config": {"seed": 2}})
+    callback.on_exception(trainer, module, error)
+    record = read_metrics(tmp_path)
+    assert record["status"] == "completed" and record["test"] == {"test/mIoU": 0.5}
+    (attempt,) = record["failed_attempts"]
+    assert attempt["error"] == "RuntimeError: out of memory"
+    assert was_recorded(error), "main() must not record the same failure a second time"
+
+
+@pytest.mark.slow
+def test_a_sweep_sent_again_into_its_dir_skips_its_completed_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    command = ["-m", *ORIGINAL, "seed=1", f"hydra.sweep.dir={sweep}"]
+    run_module("segsweep.train", *command)
+    (job,) = [path for path in sweep.iterdir() if (path / "metrics.json").is_file()]
+    before = read_metrics(job)
+    result = run_module("segsweep.train", *command)
+    assert "skipped, already completed" in result.stdout + result.stderr
+    assert read_metrics(job) == before

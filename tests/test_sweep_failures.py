@@ -1,0 +1,227 @@
+"""A sweep that meets failures: bad metrics.json files, jobs that never started, failed Optuna trials, a killed
+joblib worker; the report is still written and running the same command again finishes the sweep."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra.core.utils import JobReturn, JobStatus
+
+from segsweep.app.search import allowed_failures, trial_outcome
+from segsweep.report import build_report, main
+from segsweep.sweep.jobs import BASIC_SWEEPER, find_jobs
+
+from .conftest import REPO_ROOT, read_metrics, run_module
+from .test_report import fake_job
+
+FAST = ["debug=fast"]
+
+# ---------------------------------------------------------------- records of the wrong shape
+
+
+BAD_RECORDS = {
+    "seed=3": None,
+    "seed=4": [1, 2],
+    "seed=5": {"status": "completed", "error": None, "config": {}, "best": {}, "test": "abc", "history": []},
+    "seed=6": {"status": "completed", "error": None, "config": {}, "best": {}, "test": {}, "history": [{"val/mIoU": "x"}]},
+    "seed=7": {"status": "completed", "error": None, "config": {}, "best": {}, "test": {}, "history": "long"},
+}
+
+
+def test_metrics_json_of_the_wrong_shape_is_listed_unreadable_and_the_rest_reported(tmp_path, capsys):
+    for seed in (1, 2):
+        fake_job(tmp_path / f"seed={seed}", [f"seed={seed}"], 0.5 + 0.1 * seed, [0.5])
+    for name, record in BAD_RECORDS.items():
+        fake_job(tmp_path / name, [name], 0.5, [0.5])
+        (tmp_path / name / "metrics.json").write_text(json.dumps(record))
+
+    assert main([str(tmp_path), "--no-plots"]) == 0
+    capsys.readouterr()
+    report = build_report(tmp_path, plots=False)
+    assert {job.name for job in report.failed} == set(BAD_RECORDS)
+    (group,) = report.groups
+    assert len(group.finished) == 2 and group.stats["test/mIoU"][0] == pytest.approx(0.65)
+    text = (tmp_path / "report.md").read_text()
+    expected = {
+        "seed=3": "expected a JSON object, got NoneType",
+        "seed=4": "expected a JSON object, got list",
+        "seed=5": "test must be an object, got str",
+        "seed=6": "history[0].val/mIoU must be a number, got 'x'",
+        "seed=7": "history must be a list, got str",
+    }
+    for name, reason in expected.items():
+        assert f"- `{name}`: metrics.json unreadable ({reason})" in text, name
+
+
+# ---------------------------------------------------------------- jobs that never started
+
+
+def write_multirun_yaml(sweep_dir: Path, task: list[str], sweeper: str = BASIC_SWEEPER) -> None:
+    """The part of <sweep dir>/multirun.yaml that names the sweep's jobs, as Hydra writes it."""
+    hydra = {
+        "sweeper": {"_target_": sweeper, "max_batch_size": None, "params": {"seed": "1,2"}},
+        "overrides": {"hydra": [], "task": task},
+        "job": {"config": {"override_dirname": {"kv_sep": "=", "item_sep": ",", "exclude_keys": ["debug"]}}},
+    }
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra, "seed": 42}))
+
+
+def test_jobs_of_the_sweep_that_never_started_are_listed(tmp_path):
+    write_multirun_yaml(tmp_path, ["loss=ce,dice", "debug=fast"])
+    fake_job(tmp_path / "loss=ce,seed=1", ["seed=1", "loss=ce", "debug=fast"], 0.5, [0.5])
+    fake_job(tmp_path / "loss=dice,seed=2", ["seed=2", "loss=dice", "debug=fast"], 0.6, [0.6])
+    jobs = {job.name: job for job in find_jobs(tmp_path)}
+    assert set(jobs) == {"loss=ce,seed=1", "loss=ce,seed=2", "loss=dice,seed=1", "loss=dice,seed=2"}
+    assert jobs["loss=ce,seed=2"].error == "never started" and jobs["loss=ce,seed=2"].overrides["loss"] == "ce"
+    assert jobs["loss=dice,seed=1"].error == "never started" and jobs["loss=ce,seed=1"].finished
+    build_report(tmp_path, plots=False)
+    assert "- `loss=dice,seed=1`: never started" in (tmp_path / "report.md").read_text()
+
+    # an Optuna study's trials are not known in advance: nothing is expected of it
+    write_multirun_yaml(tmp_path, ["loss=ce,dice"], sweeper="hydra_plugins.x.OptunaSweeper")
+    assert {job.name for job in find_jobs(tmp_path)} == {"loss=ce,seed=1", "loss=dice,seed=2"}
+    (tmp_path / "multirun.yaml").write_text("hydra: [")  # unreadable: the jobs that exist are still reported
+    assert len(find_jobs(tmp_path)) == 2
+
+
+# ---------------------------------------------------------------- failed Optuna trials
+
+
+def job_return(status: JobStatus, value: object) -> JobReturn:
+    return JobReturn(overrides=[], status=status, _return_value=value)
+
+
+def test_a_trial_fails_when_its_job_raised_or_returned_no_number():
+    assert trial_outcome(job_return(JobStatus.COMPLETED, 0.5), 1) == ([0.5], None)
+    assert trial_outcome(job_return(JobStatus.COMPLETED, (0.5, 2)), 2) == ([0.5, 2.0], None)
+    failures = {
+        "returned nan": job_return(JobStatus.COMPLETED, math.nan),
+        "returned None, not a number": job_return(JobStatus.COMPLETED, None),
+        "RuntimeError: boom": job_return(JobStatus.FAILED, RuntimeError("boom")),
+        "returned 1 values for 2 objectives": job_return(JobStatus.COMPLETED, [0.5]),
+    }
+    for reason, job in failures.items():
+        values, why = trial_outcome(job, 2 if "objectives" in reason else 1)
+        assert values is None and why == reason
+    assert [allowed_failures(rate, 10) for rate in (0.0, 0.25, 0.3, 1.0)] == [0, 2, 3, 10]
+
+
+def optuna_study(sweep: Path) -> list:
+    import optuna
+
+    return optuna.load_study(study_name="segsweep", storage=f"sqlite:///{sweep / 'optuna.db'}").trials
+
+
+def job_dirs(sweep: Path) -> list[Path]:
+    return sorted(path for path in sweep.iterdir() if (path / ".hydra").is_dir())
+
+
+@pytest.mark.slow
+def test_a_failed_trial_is_recorded_failed_and_the_study_goes_on(tmp_path):
+    sweep = tmp_path / "optuna"
+    # a negative learning rate makes the optimizer raise: about a quarter of this range fails
+    run_module(
+        "segsweep.train",
+        "hparams_search=optuna",
+        "optimizer.lr=interval(-0.01,0.03)",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.max_failure_rate=0.5",
+        *FAST,
+        f"hydra.sweep.dir={sweep}",
+    )
+    trials = optuna_study(sweep)
+    states = [trial.state.name for trial in trials]
+    assert len(trials) == 4 and "FAIL" in states and states[states.index("FAIL") + 1 :].count("COMPLETE") >= 1, states
+    for trial in trials:
+        assert (trial.state.name == "FAIL") == (trial.params["optimizer.lr"] < 0)
+        assert trial.value is None or math.isfinite(trial.value)
+    failed = [job for job in job_dirs(sweep) if read_metrics(job)["status"] == "failed"]
+    assert len(failed) == states.count("FAIL") and "Invalid learning rate" in read_metrics(failed[0])["error"]
+    assert (sweep / "optimization_results.yaml").is_file()
+    assert f"- `{failed[0].name}`: failed: ValueError: " in (sweep / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_study_whose_trials_all_fail_stops_past_max_failure_rate_with_one_line(tmp_path):
+    sweep = tmp_path / "optuna"
+    result = run_module(
+        "segsweep.train",
+        "hparams_search=optuna",
+        "optimizer.lr=interval(-1.0,-0.5)",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.max_failure_rate=0.25",
+        *FAST,
+        f"hydra.sweep.dir={sweep}",
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Optuna study stopped: 2 of 2 trials failed, more than max_failure_rate=0.25 of n_trials=4 allows (1); "
+        f"see {sweep}/report.md"
+    )
+    assert [trial.state.name for trial in optuna_study(sweep)] == ["FAIL", "FAIL"]  # none left RUNNING
+    report = (sweep / "report.md").read_text()
+    assert report.count(": failed: ValueError: optimizer.lr=-") == 2 and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- a killed worker, and finishing the sweep
+
+
+def loky_workers(parent: int) -> list[int]:
+    """PIDs of the joblib (loky) worker processes of ``parent``."""
+    workers = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended meanwhile
+        if ppid == parent and b"popen_loky_posix" in command:
+            workers.append(int(stat.parent.name))
+    return workers
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds the joblib workers through /proc")
+def test_a_sweep_whose_worker_is_killed_reports_and_the_same_command_finishes_it(tmp_path):
+    sweep = tmp_path / "joblib"
+    command = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2,3,4", *FAST, f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "segsweep.train", *command],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        # kill a worker as soon as a job is running (as the OOM killer would): the sweep ends with TerminatedWorkerError
+        while not (list(sweep.glob("seed=*")) and loky_workers(process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(loky_workers(process.pid)[0], signal.SIGKILL)
+        output, _ = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1 and "TerminatedWorkerError" in output, output[-3000:]
+    report = (sweep / "report.md").read_text()  # written at exit, for the jobs that finished
+    completed = [job.name for job in find_jobs(sweep) if job.finished]
+    assert len(completed) < 4 and "the same command with hydra.sweep.dir=" in output
+    assert "## Failed or missing jobs" in report and "None: every job finished" not in report
+
+    rerun = run_module("segsweep.train", *command)
+    assert rerun.stdout.count("skipped, already completed") + rerun.stderr.count("skipped, already completed") == len(completed)
+    assert [job.name for job in find_jobs(sweep) if job.finished] == [f"seed={seed}" for seed in (1, 2, 3, 4)]
+    assert "None: every job finished." in (sweep / "report.md").read_text()
