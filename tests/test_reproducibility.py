@@ -93,12 +93,24 @@ def last_epoch(run_dir: Path) -> int:
     return torch.load(path, weights_only=True, map_location="cpu")["epoch"] if path.is_file() else -1
 
 
-@pytest.mark.slow
-def test_a_run_killed_mid_epoch_resumes_to_identical_weights_and_metrics(tmp_path):
-    uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
-    run_module("segsweep.train", *SMALL, f"hydra.run.dir={uninterrupted}")
+# Rare pedestrians, so images repeat (1.98 times: stochastic rounding); half the images and epochs keep it quick.
+REPEAT_FACTOR = [
+    "data.sampler=repeat_factor",
+    "data.repeat_threshold=0.9",
+    "data.scene.pedestrian_prob=0.1",
+    "data.train_size=48",
+    "trainer.max_epochs=2",
+]
 
-    command = [sys.executable, "-m", "segsweep.train", *SMALL, f"hydra.run.dir={killed}"]
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler_overrides", [[], REPEAT_FACTOR], ids=["uniform", "repeat_factor"])
+def test_a_run_killed_mid_epoch_resumes_to_identical_weights_and_metrics(tmp_path, sampler_overrides):
+    small = [*SMALL, *sampler_overrides]
+    uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+    run_module("segsweep.train", *small, f"hydra.run.dir={uninterrupted}")
+
+    command = [sys.executable, "-m", "segsweep.train", *small, f"hydra.run.dir={killed}"]
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
     )
@@ -109,7 +121,7 @@ def test_a_run_killed_mid_epoch_resumes_to_identical_weights_and_metrics(tmp_pat
     assert process.wait() == -signal.SIGKILL
     assert last_epoch(killed) == 0 and not (killed / "metrics.json").exists()
 
-    run_module("segsweep.train", *SMALL, f"ckpt_path={killed}")  # continues in the killed run's own dir
+    run_module("segsweep.train", *small, f"ckpt_path={killed}")  # continues in the killed run's own dir
     assert_same_weights(state(uninterrupted), state(killed))
     assert_same_weights(state(uninterrupted, "best.ckpt"), state(killed, "best.ckpt"))
     assert numbers(killed) == numbers(uninterrupted)

@@ -1,14 +1,33 @@
-"""Training samplers: repeat factors as LVIS defines them, determinism by (seed, epoch), fixed epoch length."""
+"""Training samplers: repeat factors as LVIS defines them, determinism by (seed, epoch), fixed epoch length, and the
+training images each epoch counts in the run's history."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from segsweep.data.datamodule import SceneDataModule
 from segsweep.data.samplers import EpochSeededSampler, RepeatFactorSampler, repeat_factors, train_sampler
+from segsweep.data.scenes import SCENE_CLASSES
+from segsweep.models.module import SegmentationModule
+from segsweep.models.nets.unet import UNet
+from segsweep.runs.callbacks import MetricsFile
+
+from .conftest import read_metrics
+
+# 32 train images in batches of 8, of which few have pedestrians: repeat-factor epochs are longer
+TINY_SCENES = {
+    "image_size": 32,
+    "train_size": 32,
+    "val_size": 8,
+    "test_size": 8,
+    "batch_size": 8,
+    "scene": {"pedestrian_prob": 0.1},
+}
 
 
 def test_repeat_factors_of_a_made_up_dataset():
@@ -83,3 +102,45 @@ def test_the_scene_datamodule_oversamples_images_with_pedestrians():
     indices = torch.tensor([index for index, _ in sampler])
     share = float(with_pedestrian[indices].double().mean())
     assert share > float(with_pedestrian.double().mean())
+
+
+def trained_history(sampler: str, run_dir: Path) -> list[dict]:
+    """The metrics.json history of two epochs of a tiny U-Net trained with ``sampler``."""
+    datamodule = SceneDataModule(**TINY_SCENES, sampler=sampler, repeat_threshold=0.9)
+    module = SegmentationModule(
+        UNet(num_classes=4, base_channels=4, depth=2), torch.nn.CrossEntropyLoss(), torch.optim.Adam, SCENE_CLASSES
+    )
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[MetricsFile(str(run_dir))],
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return read_metrics(run_dir)["history"]
+
+
+@pytest.fixture(scope="module")
+def histories(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
+    return {sampler: trained_history(sampler, tmp_path_factory.mktemp(sampler)) for sampler in ("uniform", "repeat_factor")}
+
+
+def test_the_history_counts_optimizer_steps(histories):
+    assert [entry["steps"] for entry in histories["uniform"]] == [4, 8]
+
+
+def test_the_history_counts_the_training_images_seen(histories):
+    assert [entry["images_seen"] for entry in histories["uniform"]] == [32, 64]
+
+
+def test_repeat_factor_images_seen_grow_by_its_epoch_length(histories):
+    sampler = SceneDataModule(**TINY_SCENES, sampler="repeat_factor", repeat_threshold=0.9).train_dataloader().sampler
+    assert [entry["images_seen"] for entry in histories["repeat_factor"]] == [sampler.epoch_length, 2 * sampler.epoch_length]
+
+
+def test_repeat_factor_epochs_see_more_images_than_uniform(histories):
+    assert histories["repeat_factor"][0]["images_seen"] > histories["uniform"][0]["images_seen"]

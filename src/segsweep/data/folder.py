@@ -12,9 +12,9 @@
   test/images, test/masks             (optional: else the test stage uses val, and says so)
 ```
 
-Training takes random ``crop_size`` crops (padded with the ignore index where an image is smaller), with the
-augmentation of ``data.augment``; validation and test see whole images, which the module segments by
-sliding windows of ``crop_size`` tiles (``inference_roi``), as ``segsweep.predict`` does.
+Training takes random ``crop_size`` crops (padded with the ignore index where an image is smaller; ``data.rare_crop_fraction``
+of them centred on a rare class), with the augmentation of ``data.augment``; validation and test see whole images, which
+the module segments by sliding windows of ``crop_size`` tiles (``inference_roi``), as ``segsweep.predict`` does.
 
 Every pair is checked once (readable, same size, mask values known) in a scan that also counts the class
 pixels of every mask; its result is cached outside the dataset (``cache_dir``, default
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from segsweep.data.augment import Augment, AugmentSpec
+from segsweep.data.augment import Augment, AugmentSpec, RareCrops
 from segsweep.data.classes import DatasetClasses
 from segsweep.data.datamodule import worker_context
 from segsweep.data.folder_classes import FolderDataError, MaskReader, load_classes
@@ -78,6 +78,8 @@ class FolderDataModule(pl.LightningDataModule):
         split_seed: int = 0,
         order_seed: int = 0,
         augment: Mapping[str, Any] | AugmentSpec | None = None,
+        rare_crop_fraction: float = 0.0,
+        rare_classes: Sequence[str] | None = None,
         sampler: str = "uniform",
         repeat_threshold: float = 0.5,
         cache_dir: str | None = None,
@@ -117,6 +119,7 @@ class FolderDataModule(pl.LightningDataModule):
         self.num_workers = available_cores() if num_workers is None else num_workers
         self.val_fraction, self.split_seed, self.order_seed = val_fraction, split_seed, order_seed
         self.augment_spec = augment if isinstance(augment, AugmentSpec) else AugmentSpec.from_config(augment)
+        self.rare_crops = RareCrops.from_config(rare_crop_fraction, rare_classes, self.classes.names)
         self.sampler, self.repeat_threshold = sampler, repeat_threshold
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         if self.cache_dir is not None and _inside(self.cache_dir.resolve(), self.root):
@@ -207,12 +210,21 @@ class FolderDataModule(pl.LightningDataModule):
                 len(sizes),
                 self.crop_size,
             )
-        augment = Augment(self.augment_spec, self.crop_size, self.classes.ignore_index, self.order_seed)
+        augment = Augment(self.augment_spec, self.crop_size, self.classes.ignore_index, self.order_seed, self._rare_crops())
         self.splits = {
             "train": FolderDataset(pairs["train"], self.reader, augment),
             "val": FolderDataset(pairs["val"], self.reader),
             "test": FolderDataset(pairs["test"], self.reader),
         }
+
+    def _rare_crops(self) -> RareCrops | None:
+        """Class-aware crops (``data.rare_crop_fraction``), the rare classes of each train image from the cached scan."""
+        if not self.rare_crops.fraction:
+            return None
+        crops = self.rare_crops.of_images(self.class_presence, self.class_pixel_counts)
+        names = ", ".join(self.classes.names[label] for label in crops.classes or ()) or "no class (none is below the median)"
+        log.info("class-aware crops: %g of them centred on %s, where the image has it", crops.fraction, names)
+        return crops
 
     @property
     def class_pixel_counts(self) -> Tensor:

@@ -26,7 +26,11 @@ def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
 
 
 class MetricsFile(pl.Callback):
-    """Keeps ``metrics.json`` (status, config, best, test, history) up to date, written atomically."""
+    """Keeps ``metrics.json`` (status, config, best, test, history) up to date, written atomically.
+
+    Each history entry counts the optimizer ``steps`` and the training ``images_seen`` so far, so convergence compares
+    across samplers (a repeat-factor epoch holds more images than a uniform one) and batch sizes.
+    """
 
     def __init__(self, dirpath: str) -> None:
         self.path = record_path(dirpath)
@@ -37,6 +41,7 @@ class MetricsFile(pl.Callback):
         self._fit_done = False
         self._started = time.perf_counter()
         self._elapsed_before = 0.0
+        self._images_seen = 0
         self._restored = False
         self._resume_overrides: list[str] | None = None
 
@@ -110,7 +115,14 @@ class MetricsFile(pl.Callback):
         entry: dict[str, float] = {"epoch": trainer.current_epoch}
         entry.update(_scalars(trainer.callback_metrics, "val/"))
         entry["time_s"] = round(self._elapsed_before + time.perf_counter() - self._started, 3)
+        entry["steps"], entry["images_seen"] = trainer.global_step, self._images_seen
         self.history = [old for old in self.history if old["epoch"] != trainer.current_epoch] + [entry]
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # every rank trains an equal share of the epoch's draws (samplers.EpochSeededSampler)
+        self._images_seen += len(batch[0]) * trainer.world_size
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._fit_done = True
@@ -131,13 +143,14 @@ class MetricsFile(pl.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         elapsed = self._elapsed_before + time.perf_counter() - self._started
-        return {"history": self.history, "elapsed_s": elapsed, "manifest": self.manifest}
+        return {"history": self.history, "elapsed_s": elapsed, "manifest": self.manifest, "images_seen": self._images_seen}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self._fit_done:  # testing the best checkpoint must not rewind the history to the best epoch
             return
         self.history = list(state_dict["history"])
         self._elapsed_before = float(state_dict["elapsed_s"])
+        self._images_seen = int(state_dict.get("images_seen", 0))  # 0 in checkpoints written before images were counted
         self.manifest = state_dict.get("manifest")
         self._restored = True
 

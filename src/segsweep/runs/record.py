@@ -7,7 +7,9 @@ Schema (every key always present unless marked optional)::
     config        {...}               the resolved config of the run
     best          {"val/mIoU": float | null, "epoch": int | null}
     test          {"test/mIoU": float, "test/iou/<class>": float, ...}   empty until tested
-    history       [{"epoch": int, "val/<metric>": float, ..., "time_s": float}, ...]   one entry per epoch
+    history       [{"epoch": int, "val/<metric>": float, ..., "time_s": float, "steps": int, "images_seen": int}, ...]
+                  one entry per epoch; steps: optimizer steps so far, images_seen: training images so far (repeats
+                  of the sampler counted); both absent in records written before they were counted
     manifest      {...} | null        provenance (segsweep.runs.manifest); ``resumes``: [{"time": str, "command": [...],
                   "overrides": [...], "from_epoch": int}], one entry per command that continued the run
     classes       optional: {"names": [...], "colors": [[r,g,b], ...], "ignore_index": int, "train_pixels": [int, ...]}

@@ -1,4 +1,4 @@
-"""Statistics over the seeds of a group: mean and sample std, convergence epochs, the convergence threshold."""
+"""Statistics over the seeds of a group: mean and sample std, convergence epochs and images, the convergence threshold."""
 
 from __future__ import annotations
 
@@ -20,13 +20,29 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
-def convergence_epoch(history: Sequence[dict[str, Any]], threshold: float, metric: str = "val/mIoU") -> int | None:
-    """The epoch, counted from 1, at whose end ``metric`` first reached ``threshold``; None if it never did."""
+def _first_reaching(history: Sequence[dict[str, Any]], threshold: float, metric: str) -> tuple[int, dict[str, Any]] | None:
+    """(position, entry) of the first epoch's entry whose ``metric`` reached ``threshold``; None if none did."""
     for position, entry in enumerate(sorted(history, key=lambda entry: entry.get("epoch", 0))):
         value = entry.get(metric)
         if value is not None and not math.isnan(value) and value >= threshold:
-            return int(entry["epoch"]) + 1 if "epoch" in entry else position + 1
+            return position, entry
     return None
+
+
+def convergence_epoch(history: Sequence[dict[str, Any]], threshold: float, metric: str = "val/mIoU") -> int | None:
+    """The epoch, counted from 1, at whose end ``metric`` first reached ``threshold``; None if it never did."""
+    reached = _first_reaching(history, threshold, metric)
+    if reached is None:
+        return None
+    position, entry = reached
+    return int(entry["epoch"]) + 1 if "epoch" in entry else position + 1
+
+
+def convergence_images(history: Sequence[dict[str, Any]], threshold: float, metric: str = "val/mIoU") -> int | None:
+    """The training images seen (a sampler's repeats counted) when ``metric`` first reached ``threshold``; None if it
+    never did, or the run recorded no ``images_seen`` (runs from before they were counted)."""
+    reached = _first_reaching(history, threshold, metric)
+    return None if reached is None or "images_seen" not in reached[1] else int(reached[1]["images_seen"])
 
 
 def default_threshold(jobs: Sequence[Job], fraction: float = THRESHOLD_FRACTION) -> tuple[float, str]:

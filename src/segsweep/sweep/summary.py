@@ -15,7 +15,7 @@ from segsweep.sweep.groups import Group, Report, strata
 from segsweep.sweep.headline import headline
 from segsweep.sweep.imbalance import pixel_share
 from segsweep.sweep.jobs import SEED_KEY, Job, find_jobs, group_jobs, parse_override, swept_keys
-from segsweep.sweep.stats import convergence_epoch, default_threshold, mean_std, nan_to
+from segsweep.sweep.stats import convergence_epoch, convergence_images, default_threshold, mean_std, nan_to
 
 # the swept key of a two-axis imbalance study (conf/rarity): groups are compared within one rarity level
 RARITY_KEY = "rarity"
@@ -74,6 +74,8 @@ def summarize(sweep_dir: str | Path, threshold: float | None = None) -> Report:
             group.counts[name] = sum(value is not None and not math.isnan(value) for value in values)
         group.converge_epochs = [convergence_epoch(job.history, threshold) if not math.isnan(threshold) else None for job in done]
         group.stats["converge_epoch"] = mean_std([epoch for epoch in group.converge_epochs if epoch is not None])
+        images = [convergence_images(job.history, threshold) for job in done]
+        group.stats["converge_images"] = mean_std([count for count in images if count is not None])
         group.stats["wall_time_s"] = mean_std([job.history[-1].get("time_s", math.nan) for job in done if job.history])
         groups.append(group)
     groups.sort(key=lambda group: (math.isnan(group.mean("test/mIoU")), -nan_to(group.mean("test/mIoU"), 0.0)))
