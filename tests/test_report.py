@@ -157,13 +157,23 @@ def test_convergence_epoch_counts_from_one_and_says_never():
     assert convergence_epoch([], 0.1) is None
 
 
-def fake_job(job_dir: Path, overrides: list[str], test_miou: float, curve: list[float], status: str = "completed") -> None:
-    """A job dir as a multirun leaves it (overrides.yaml, metrics.json), without checkpoints."""
+def fake_job(
+    job_dir: Path,
+    overrides: list[str],
+    test_miou: float,
+    curve: list[float],
+    status: str = "completed",
+    images_per_epoch: int | None = None,
+) -> None:
+    """A job dir as a multirun leaves it (overrides.yaml, metrics.json), without checkpoints; without
+    ``images_per_epoch`` its history has no ``images_seen``, as runs from before they were counted."""
     (job_dir / ".hydra").mkdir(parents=True)
     (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     test = {"test/mIoU": test_miou, "test/pixel_acc": 0.9, "test/boundary_f1": 0.5, "test/loss": 0.3}
     test |= {f"test/iou/{name}": test_miou + 0.01 * index for index, name in enumerate(CLASSES)}
     history = [{"epoch": epoch, "val/mIoU": value, "time_s": 10.0 * (epoch + 1)} for epoch, value in enumerate(curve)]
+    if images_per_epoch is not None:
+        history = [entry | {"images_seen": images_per_epoch * (entry["epoch"] + 1)} for entry in history]
     metrics = {
         "status": status,
         "error": None,
@@ -207,6 +217,47 @@ def test_a_sweep_over_the_learning_rate_is_grouped_by_it(tmp_path):
         fake_job(only_seeds / f"seed={seed}", ["optimizer.lr=0.01", f"seed={seed}"], 0.5, [0.5])
     (group,) = summarize(only_seeds).groups
     assert group.label == "all jobs" and len(group.finished) == 2
+
+
+@pytest.fixture
+def sampler_sweep(tmp_path: Path) -> Path:
+    """Two samplers x 2 seeds: repeat_factor reaches val mIoU 0.9 an epoch sooner, but after more training images."""
+    epochs = {"uniform": ([0.5, 0.8, 0.9, 1.0], 100), "repeat_factor": ([0.6, 0.9, 0.95, 1.0], 160)}
+    for sampler, (curve, images) in epochs.items():
+        for seed in (1, 2):
+            overrides = [f"data.sampler={sampler}", f"seed={seed}"]
+            fake_job(tmp_path / f"{sampler},{seed}", overrides, 0.7 + 0.01 * seed, curve, images_per_epoch=images)
+    return tmp_path
+
+
+def test_images_to_threshold_are_a_report_csv_column(sampler_sweep):
+    build_report(sampler_sweep, plots=False)
+    rows = read_csv(sampler_sweep / "report.csv")
+    assert {group: row["converge_images_mean"] for group, row in rows.items()} == {
+        "data.sampler=uniform": "300.0",
+        "data.sampler=repeat_factor": "320.0",
+    }
+
+
+def test_images_to_threshold_are_a_report_md_column(sampler_sweep):
+    build_report(sampler_sweep, plots=False)
+    text = (sampler_sweep / "report.md").read_text()
+    assert "| train images to val mIoU 0.900 |" in text
+    assert "| 3.0 ± 0.0 | 300 ± 0 |" in text
+
+
+def test_the_fastest_to_converge_is_ranked_by_images_seen(sampler_sweep):
+    headline = build_report(sampler_sweep, plots=False).headline
+    assert "Fastest to converge: `data.sampler=uniform` (val mIoU >= 0.900 after 3.0 epoch(s), 300 training images" in headline
+
+
+def test_runs_without_images_seen_report_a_dash_and_rank_by_epochs(tmp_path):
+    for lr, curve in (("0.01", [0.5, 0.9]), ("0.001", [0.9, 1.0])):
+        fake_job(tmp_path / lr, [f"optimizer.lr={lr}", "seed=1"], 0.5, curve)
+    report = build_report(tmp_path, plots=False)
+    assert "Fastest to converge: `optimizer.lr=0.001` (val mIoU >= 0.900 after 1.0 epoch(s) on average)" in report.headline
+    assert read_csv(tmp_path / "report.csv")["optimizer.lr=0.001"]["converge_images_mean"] == ""
+    assert "| 2.0 | - |" in (tmp_path / "report.md").read_text()
 
 
 def test_bad_sweep_dirs_are_one_line_errors_with_exit_code_2(tmp_path, capsys):

@@ -9,8 +9,10 @@ group's best run predicting the same test scenes (predictions.png).
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import math
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,6 +27,7 @@ from segsweep.sweep import plots
 from segsweep.sweep.groups import Report
 from segsweep.sweep.imbalance import rarity_curves
 from segsweep.sweep.jobs import SEED_KEY, ReportError
+from segsweep.sweep.search import Search, markdown_section, plot_data, read_search, rich_top_trials, shown_label
 from segsweep.sweep.stats import THRESHOLD_FRACTION, nan_to
 from segsweep.sweep.summary import summarize
 from segsweep.sweep.tables import markdown, print_report, to_csv
@@ -35,12 +38,12 @@ log = logging.getLogger(__name__)
 TEST_DATA_KEYS = ("image_size", "test_size", "data_seed", "scene", "root")
 
 
-def _plots(report: Report, num_images: int) -> None:
+def _plots(report: Report, num_images: int, search: Search | None) -> None:
     done = [group for group in report.groups if group.finished]
     if not done:
         return
     curves = {
-        group.label: [
+        shown_label(group): [
             [
                 (int(entry.get("epoch", index)) + 1, float(entry.get("val/mIoU", math.nan)))
                 for index, entry in enumerate(job.history)
@@ -52,21 +55,23 @@ def _plots(report: Report, num_images: int) -> None:
     drawers = {
         "curves": lambda path: plots.learning_curves(curves, path, report.threshold),
         "per_class_iou": lambda path: plots.per_class_iou(
-            [group.label for group in done],
+            [shown_label(group) for group in done],
             report.class_names,
             [[group.stats[f"test/iou/{name}"][0] for name in report.class_names] for group in done],
             [[group.stats[f"test/iou/{name}"][1] for name in report.class_names] for group in done],
             path,
         ),
     }
+    if search is not None and (searched := plot_data(search)) is not None:
+        drawers["search"] = lambda path: plots.search(searched, path)
     compared = [group for group in done if group.diff is not None]
     if compared:
         drawers["differences"] = lambda path: plots.differences(
-            [group.label for group in compared],
+            [shown_label(group) for group in compared],
             [group.diff.mean for group in compared],
             [group.diff.low for group in compared],
             [group.diff.high for group in compared],
-            f"the best group at the same {report.stratum_key}" if report.stratum_key else f"`{report.groups[0].label}`",
+            f"the best group at the same {report.stratum_key}" if report.stratum_key else f"`{shown_label(report.groups[0])}`",
             path,
         )
     if report.stratum_key is not None and report.rare_class is not None:
@@ -95,15 +100,14 @@ def _predictions(report: Report, path: Path, num_images: int) -> Path | None:
         report.notes.append(f"predictions.png: the groups of the rarest level, {report.stratum_key}={rarest}")
     for group in groups:
         candidates = [job for job in group.finished if job.has_checkpoint]
+        label = shown_label(group)
         if candidates:
             best = max(
                 candidates, key=lambda job: nan_to(float((job.metrics.get("best") or {}).get("val/mIoU") or math.nan), -1.0)
             )
-            runs[f"{group.label}\n({SEED_KEY}={best.overrides[SEED_KEY]})" if SEED_KEY in best.overrides else group.label] = (
-                best.path
-            )
+            runs[f"{label}\n({SEED_KEY}={best.overrides[SEED_KEY]})" if SEED_KEY in best.overrides else label] = best.path
         elif group.finished:
-            report.notes.append(f"predictions.png: `{group.label}` left out, none of its jobs has checkpoints/best.ckpt")
+            report.notes.append(f"predictions.png: `{label}` left out, none of its jobs has checkpoints/best.ckpt")
     if not runs:
         return None
     columns, notes = prediction_columns(runs, num_images)
@@ -153,13 +157,20 @@ def prediction_columns(runs: Mapping[str, Path], num_images: int) -> tuple[dict[
 
 
 def write_report(report: Report, num_images: int = 4, plots: bool = True) -> Report:
-    """Draw the plots (unless ``plots`` is False), then write report.md and report.csv atomically."""
+    """Draw the plots (unless ``plots`` is False), then write report.md (a search's top trials too), report.csv atomically."""
+    search = read_search(report)
     if plots:
-        _plots(report, num_images)
+        _plots(report, num_images, search)
     report.paths["report.csv"] = write_text_atomic(report.sweep_dir / "report.csv", to_csv(report))
     report.paths["report.md"] = report.sweep_dir / "report.md"
-    write_text_atomic(report.paths["report.md"], markdown(report))
+    write_text_atomic(report.paths["report.md"], markdown(report, markdown_section(search) if search else ()))
     return report
+
+
+def show_report(report: Report) -> None:
+    """Print the report's table, a search's top trials, the failed jobs and where the files are."""
+    search = read_search(report)
+    print_report(report, tables=[rich_top_trials(search)] if search else ())
 
 
 def build_report(sweep_dir: str | Path, threshold: float | None = None, num_images: int = 4, plots: bool = True) -> Report:
@@ -192,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(f"segsweep-report: error: cannot write the report into {args.sweep_dir}: {error}", file=sys.stderr)
         return 1
-    print_report(report)
+    show_report(report)
     return 0
 
 
@@ -201,13 +212,31 @@ class SweepReportCallback(Callback):
 
     def __init__(self, threshold: float | None = None, num_images: int = 4, plots: bool = True) -> None:
         self.threshold, self.num_images, self.plots = threshold, num_images, plots
+        self._unfinished: DictConfig | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra calls on_multirun_end only when the sweep returns; a sweep ended by an error (a killed joblib
+        # worker, an Optuna study stopped by failures, Ctrl-C) still gets the report of what finished, at exit.
+        self._unfinished = config
+        atexit.register(self._report_unfinished, os.getpid())
+
+    def _report_unfinished(self, pid: int) -> None:
+        if self._unfinished is None or os.getpid() != pid:  # a forked child inherits the atexit hook
+            return
+        config, self._unfinished = self._unfinished, None
+        log.error(
+            "the sweep stopped early: reporting the jobs that ran (the same command with hydra.sweep.dir=%s continues it)",
+            config.hydra.sweep.dir,
+        )
+        self.on_multirun_end(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._unfinished = None
         sweep_dir = "<unknown>"
         try:
             sweep_dir = str(config.hydra.sweep.dir)
             report = build_report(sweep_dir, threshold=self.threshold, num_images=self.num_images, plots=self.plots)
-            print_report(report)
+            show_report(report)
         except ReportError as error:
             log.error("sweep report not written: %s", error)
         except Exception:

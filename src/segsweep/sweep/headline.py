@@ -8,6 +8,7 @@ from typing import Any
 
 from segsweep.sweep.groups import Group, Report, strata
 from segsweep.sweep.imbalance import degrades_least, rarity_curves
+from segsweep.sweep.search import shown_label, shown_value
 
 
 def fmt(value: float, digits: int = 3) -> str:
@@ -30,7 +31,7 @@ def _ties(groups: Sequence[Group], key: Any) -> list[Group]:
 
 
 def _names(groups: Sequence[Group]) -> str:
-    labels = [f"`{group.label}`" for group in groups]
+    labels = [f"`{shown_label(group)}`" for group in groups]
     return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
 
 
@@ -59,7 +60,8 @@ def _verdict_sentence(report: Report, runner: Group) -> str:
 
 def _strategy(report: Report, group: Group) -> str:
     """A group's label without the rarity key (within one level it is the same for all)."""
-    return ",".join(f"{key}={value}" for key, value in group.params.items() if key != report.stratum_key) or group.label
+    params = [(key, value) for key, value in group.params.items() if key != report.stratum_key]
+    return ",".join(f"{key}={shown_value(value)}" for key, value in params) or group.label
 
 
 def _stratified_headline(report: Report) -> str:
@@ -110,11 +112,15 @@ def headline(report: Report) -> str:
                 f" Best on the rarest class ({report.rare_class}): {_names(best_rare)} (IoU {pm(best_rare[0].stats[rare])})."
             )
     converging = [group for group in scored if group.never_converged == 0 and group.converge_epochs]
-    fastest = _ties(converging, lambda group: group.mean("converge_epoch"))
+    # ranked by training images seen whenever the runs counted them (epochs for older runs): an epoch of repeat-factor
+    # sampling holds more images than a uniform one, and groups may train on different numbers of images
+    by_images = all(not math.isnan(group.mean("converge_images")) for group in converging)
+    fastest = _ties(converging, lambda group: group.mean("converge_images" if by_images else "converge_epoch"))
     if fastest and len(scored) > 1:
+        images = f", {fastest[0].mean('converge_images'):,.0f} training images" if by_images else ""
         sentence += (
             f" Fastest to converge: {_names(fastest)} (val mIoU >= {report.threshold:.3f} after "
-            f"{fastest[0].mean('converge_epoch'):.1f} epoch(s) on average)."
+            f"{fastest[0].mean('converge_epoch'):.1f} epoch(s){images} on average)."
         )
     elif not converging and not math.isnan(report.threshold):
         sentence += f" No group reached val mIoU {report.threshold:.3f} with every seed."

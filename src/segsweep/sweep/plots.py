@@ -1,4 +1,4 @@
-"""PNG plots of a sweep report (arrays in, PNG out): learning curves, per-class IoU, differences, imbalance, predictions.
+"""PNG plots of a sweep report (arrays in, PNG out): learning curves, per-class IoU, differences, imbalance, predictions, search.
 
 Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot, no global backend change)
 and written atomically.
@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, NullFormatter
+from matplotlib.ticker import LogFormatterSciNotation, MaxNLocator, NullFormatter
 
 from segsweep.runs.files import write_atomic
 from segsweep.sweep.bootstrap import mean_band
 from segsweep.sweep.imbalance import RarityPoint
+from segsweep.sweep.search import SearchPlot
 
 Curve = Sequence[tuple[int, float]]  # (epoch counted from 1, val mIoU)
 
@@ -169,4 +170,44 @@ def imbalance(curves: Mapping[str, Sequence[RarityPoint]], rare_class: str, path
     panels[0].set_title(f"How each strategy holds up as {rare_class} gets rarer", fontsize=10)
     panels[1].set_title("Overall mIoU at each rarity", fontsize=10)
     panels[0].legend(fontsize="small")
+    return _save(figure, path)
+
+
+def search(data: SearchPlot, path: Path) -> Path:
+    """A search: the objective per trial with the best so far, then the objective against each searched parameter."""
+    panels = 1 + len(data.params)
+    columns = panels if panels <= 3 else min(3, math.ceil(math.sqrt(panels)))  # 4 panels as 2 x 2
+    rows = math.ceil(panels / columns)
+    figure = Figure(figsize=(4.4 * columns, 3.6 * rows))
+    grid = figure.subplots(rows, columns, squeeze=False).ravel()
+    first = grid[0]
+    first.scatter(data.numbers, data.objectives, s=18, label="trial")
+    first.step(data.numbers, data.best, where="post", color="tab:orange", label="best so far")
+    first.xaxis.set_major_locator(MaxNLocator(integer=True))
+    first.set_xlabel("trial (in the order they ran)")
+    not_drawn = f" ({data.unranked} failed or unfinished: not drawn)" if data.unranked else ""
+    first.set_title(f"objective per trial{not_drawn}", fontsize=10)
+    first.legend(fontsize="small")
+    for axes, (name, (scale, values)) in zip(grid[1:], data.params.items()):
+        x = values
+        if scale == "category":
+            categories = sorted(set(values))
+            x = [categories.index(value) for value in values]
+            axes.set_xticks(range(len(categories)), categories, rotation=30 if len(categories) > 4 else 0)
+            axes.set_xlim(-0.5, len(categories) - 0.5)
+        elif scale == "log":
+            axes.set_xscale("log")
+            # matplotlib labels the minor ticks of a log axis up to about one decade: crowded in a panel this narrow
+            axes.xaxis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(0.5, 0.5)))
+            axes.tick_params(axis="x", which="both", labelsize="small")
+        # colour = trial number: where the search went as it learned
+        axes.scatter(x, data.objectives, c=data.numbers, cmap="viridis", s=18)
+        axes.set_xlabel(name + (" (log)" if scale == "log" else ""))
+        axes.set_title(f"objective against {name}", fontsize=10)
+    for axes in grid[:panels]:
+        axes.set_ylabel(data.metric)
+        axes.grid(alpha=0.3)
+    for axes in grid[panels:]:
+        axes.set_visible(False)
+    figure.suptitle("Hyperparameter search (parameter panels: colour = trial, dark early, yellow late)", fontsize=11)
     return _save(figure, path)

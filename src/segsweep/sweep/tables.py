@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import math
-import sys
+from collections.abc import Sequence
 from typing import Any
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 
+from segsweep.runs.console import table_console
 from segsweep.runs.files import csv_text
 from segsweep.sweep.bootstrap import PairedDifference
 from segsweep.sweep.groups import Group, Report
 from segsweep.sweep.headline import fmt, pm
 from segsweep.sweep.jobs import SEED_KEY
+from segsweep.sweep.search import shown_label
 
 
 def _converge_cell(group: Group) -> str:
@@ -25,6 +27,13 @@ def _converge_cell(group: Group) -> str:
         return "never"
     cell = pm(group.stats["converge_epoch"], 1)
     return f"{cell} ({never} never)" if never else cell
+
+
+def _images_cell(group: Group) -> str:
+    """Training images seen until the threshold, over the seeds that reached it ('-': runs that did not count them)."""
+    if group.converge_epochs and group.never_converged == len(group.converge_epochs):
+        return "never"
+    return pm(group.stats["converge_images"], 0)
 
 
 def _difference_columns(prefix: str, diff: PairedDifference | None, is_best: bool) -> dict[str, float]:
@@ -88,7 +97,7 @@ def _columns(report: Report, compact: bool = False) -> list[tuple[str, Any]]:
         return lambda group: _counted(group, name, pm(group.stats[name]))
 
     return [
-        ("group", lambda group: group.label),
+        ("group", shown_label),
         ("seeds" if compact else "seeds done", lambda group: f"{len(group.finished)}/{len(group.jobs)}"),
         ("test mIoU" if compact else "test mIoU [95% CI]", lambda g: _counted(g, "test/mIoU", _miou_cell(g, compact))),
         ("vs best" if compact else "paired diff vs best [95% CI]", lambda group: _diff_cell(group, compact)),
@@ -96,6 +105,7 @@ def _columns(report: Report, compact: bool = False) -> list[tuple[str, Any]]:
         ("pixel acc", detail("test/pixel_acc")),
         ("boundary F1", detail("test/boundary_f1")),
         (f"epochs to {threshold}" if compact else f"epochs to val mIoU {threshold}", _converge_cell),
+        (f"images to {threshold}" if compact else f"train images to val mIoU {threshold}", _images_cell),
         ("time s" if compact else "wall time s", lambda group: fmt(group.mean("wall_time_s"), 1)),
     ]
 
@@ -105,8 +115,8 @@ def _is_best(report: Report, group: Group) -> bool:
     return group.verdict == "best" and not math.isnan(group.mean("test/mIoU"))
 
 
-def markdown(report: Report) -> str:
-    """report.md: headline, table, failed jobs, plots."""
+def markdown(report: Report, sections: Sequence[str] = ()) -> str:
+    """report.md: headline, table, the lines of ``sections`` (a search's top trials), failed jobs, plots."""
     columns = _columns(report)
     swept = ", ".join(f"`{key}`" for key in report.swept) or "nothing but the seed"
     lines = [
@@ -116,7 +126,8 @@ def markdown(report: Report) -> str:
         "",
         f"Groups: every swept override except `{SEED_KEY}` ({swept}); mean ± sample std over the seeds that finished. "
         f"Sorted by test mIoU, best first (**bold**). Epochs to threshold count from 1 (1 = reached at the end of the "
-        f"first epoch), averaged over the seeds that reached it; threshold = {report.threshold_note}.",
+        f"first epoch), averaged over the seeds that reached it; threshold = {report.threshold_note}. Train images to "
+        "threshold: the training images seen by then, a sampler's repeats counted, so samplers compare ('-': not recorded).",
         "",
         "Uncertainty: [95% CI] of test mIoU is a bootstrap over seeds and test images (per-image intersection and union "
         "counts, `test_image_counts.npz`); the paired difference to the best group compares runs of the same seed "
@@ -131,6 +142,8 @@ def markdown(report: Report) -> str:
         if _is_best(report, group):
             cells = [f"**{cell}**" for cell in cells]
         lines.append("| " + " | ".join(cells) + " |")
+    if sections:
+        lines += ["", *sections]
     lines += ["", "## Failed or missing jobs", ""]
     lines += [f"- `{job.name}`: {job.error}" for job in report.failed] or ["None: every job finished."]
     plots = {name: path for name, path in report.paths.items() if path.suffix == ".png"}
@@ -163,11 +176,13 @@ def rich_table(report: Report) -> Table:
     return table
 
 
-def print_report(report: Report, console: Console | None = None) -> None:
-    """The table (best group in bold green), the failed jobs and where the files are."""
+def print_report(report: Report, console: Console | None = None, tables: Sequence[RenderableType] = ()) -> None:
+    """The table (best group in bold green), the other ``tables`` (a search's top trials), failed jobs, where the files are."""
     # piped output (make, CI logs) would otherwise wrap the table at 80 columns
-    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    console = console or table_console()
     console.print(rich_table(report))
+    for table in tables:
+        console.print(table)
     console.print(report.headline.replace("`", ""), highlight=False)
     for job in report.failed:
         console.print(f"[red]not finished[/red] {job.name}: {job.error}", markup=True, highlight=False)
