@@ -86,12 +86,15 @@ def test_a_single_run_is_named_by_its_overrides_after_its_time(single_run):
 @pytest.mark.slow
 def test_a_sweep_prints_one_line_per_finished_job_and_keeps_job_output_in_its_log(tmp_path):
     sweep = tmp_path / "sweep"
-    result = run_module("segsweep.train", "-m", *FAST, "loss=ce,dice", "threads=1", f"hydra.sweep.dir={sweep}")
+    command = [*FAST, "trainer.enable_model_summary=true", "loss=ce,dice", "threads=1", f"hydra.sweep.dir={sweep}"]
+    result = run_module("segsweep.train", "-m", *command)
     lines = [line for line in result.stdout.splitlines() if line.startswith("#") and "test mIoU" in line]
     assert [line.split()[:2] for line in lines] == [["#0", "loss=ce"], ["#1", "loss=dice"]]
     assert all(re.search(r"test mIoU [\d.]+  \d+ s  completed$", line) for line in lines)
     # the jobs' own output (epoch lines, run dir) is in their log files, not on the console
     assert "epoch 1/2" not in result.stdout + result.stderr
+    assert "Total params" not in result.stdout + result.stderr
+    assert "Total params" in (sweep / "loss=dice" / "train.log").read_text()
     assert "epoch 2/2" in (sweep / "loss=dice" / "train.log").read_text()
     assert no_noise(result.stdout + result.stderr) == []
 

@@ -15,7 +15,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.callbacks import ModelSummary, ProgressBar
 
 from segsweep.app.banner import end_line, eval_line, results_line, run_summary, start_lines
 from segsweep.app.build import build_module, class_weights, instantiate_all
@@ -101,6 +101,8 @@ def train(cfg: DictConfig, datamodule: Any, resume_overrides: list[str] | None =
     quiet = in_multirun() and cfg.get("quiet_jobs", True)
     if quiet:  # a multirun prints one line per finished job; the job's progress is in its log (EpochLines)
         callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
+        if cfg.trainer.get("enable_model_summary", True):  # the plain summary logs (to the job's log); rich prints
+            callbacks.append(ModelSummary())
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
