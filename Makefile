@@ -23,11 +23,15 @@ sweep: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(ARGS)
 
+# One pytest worker per core (pytest-xdist), a test file per worker at a time (its module fixtures run once);
+# tests/conftest.py gives each worker's torch its share of the cores. ARGS="-n 0" runs them in one process.
+PYTEST := $(BIN)/python -m pytest -n auto --dist loadfile --durations=15
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(ARGS)
+	$(PYTEST) $(ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+	$(PYTEST) -m "not slow" $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts

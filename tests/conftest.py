@@ -10,12 +10,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from segsweep.app.compose import compose_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _share_cores_between_workers() -> None:
+    """Under pytest-xdist, each worker (and every process its tests start) gets its share of the cores: OpenMP threads
+    of several processes competing for the same cores wait on each other and run many times slower (BENCHMARKS.md)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+_share_cores_between_workers()
 
 
 @pytest.fixture

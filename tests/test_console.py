@@ -114,7 +114,9 @@ def test_known_noise_is_dropped_on_the_handlers_so_child_loggers_are_filtered_to
     root.addHandler(handler)
     try:
         route_to_run_log()
-        child = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+        # a child of Lightning's logger of its own: other tests' logging setups may have disabled or raised the real ones
+        child = logging.getLogger("pytorch_lightning.segsweep_console_test")
+        child.setLevel(logging.INFO)
         child.warning("💡 Tip: try installing [litlogger](https://pypi.org/project/litlogger/)")
         child.warning("a message that helps")
     finally:
