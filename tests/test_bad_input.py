@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hydra.errors import HydraException
+
+from segsweep.app.preflight import composition_error, error_line
 
 from .conftest import run_module
 
@@ -19,6 +22,9 @@ TRAIN_CASES = [
     (["optimizer.lr=-1"], "optimizer.lr=-1: Invalid learning rate: -1"),
     (["model.num_classes=5"], "model.num_classes=5 but the data has 4 classes"),
     (["data.train_size=10000000"], "data.train_size=10000000: the scenes need"),
+    # Hydra's own composition errors, composed before Hydra runs (app/preflight.py)
+    (["data.fooo=1"], "Could not override 'data.fooo'. To append to your config use +data.fooo=1. Key 'fooo' is not in struct"),
+    (["loss=hinge"], "Could not find 'loss/hinge'. Available options in 'loss': ce, dice, dice_ce"),
 ]
 CHECKPOINT_CASES = [
     ("segsweep.predict", ["input=generate", "size=32", "tile_batch=abc"], "tile_batch='abc': expected an integer"),
@@ -49,6 +55,24 @@ def test_eval_and_predict_reject_bad_input_in_one_line(fast_run, tmp_path, modul
     run_dir = tmp_path / "out"
     result = run_module(module, f"ckpt_path={fast_run}", *overrides, f"hydra.run.dir={run_dir}", check=False)
     assert_one_line_and_nothing_left(result, expected, run_dir)
+
+
+def test_a_sweep_with_an_unknown_option_is_one_line_before_any_job(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_module("segsweep.train", "-m", "debug=fast", "loss=ce,hinge", f"hydra.sweep.dir={sweep_dir}", check=False)
+    assert_one_line_and_nothing_left(result, "Could not find 'loss/hinge'", sweep_dir)
+
+
+def test_hydra_messages_become_one_line():
+    message = "In 'train': Could not find 'loss/x'\n\nAvailable options in 'loss':\n\tce\n\tdice\nConfig search path:\n\tx"
+    error = HydraException(message)
+    assert error_line(error) == "In 'train': Could not find 'loss/x'. Available options in 'loss': ce, dice"
+
+
+def test_help_and_sweeps_of_numbers_are_left_to_hydra():
+    assert composition_error("train", ["--help"]) is None
+    assert composition_error("train", ["-m", "seed=range(1,4)", "optimizer.lr=interval(0.001,0.01)"]) is None
+    assert composition_error("train", ["-m", "data.fooo=range(1,4)"]).endswith("Key 'fooo' is not in struct")
 
 
 def test_a_rejected_command_in_an_existing_dir_removes_only_its_own_files(tmp_path):

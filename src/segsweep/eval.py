@@ -29,6 +29,7 @@ from torch import Tensor
 
 from segsweep.app.build import load_module
 from segsweep.app.config import CONFIG_DIR, register_resolvers
+from segsweep.app.preflight import checked_command
 from segsweep.app.rundir import reject
 from segsweep.app.typecheck import ENTRY_POINT_TYPES, check_types
 from segsweep.models.metrics import iou_from_confusion
@@ -177,6 +178,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
+@checked_command("eval", "eval")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     """Returns the test mIoU (for sweeps over checkpoints)."""

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from segsweep.app.build import load_module
 from segsweep.app.config import CONFIG_DIR, register_resolvers
+from segsweep.app.preflight import checked_command
 from segsweep.app.rundir import reject
 from segsweep.app.typecheck import ENTRY_POINT_TYPES, check_types
 from segsweep.data.scenes import generate_scenes
@@ -235,6 +236,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
+@checked_command("predict", "predict")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 def main(cfg: DictConfig) -> int | None:
     """Exit code 1 when any input failed (after the others were processed)."""

@@ -21,6 +21,7 @@ from segsweep.app.banner import end_line, eval_line, results_line, run_summary, 
 from segsweep.app.build import build_module, class_weights, instantiate_all
 from segsweep.app.config import CONFIG_DIR, register_resolvers, validate
 from segsweep.app.launch import adapt_to_launcher, group_choices, in_multirun
+from segsweep.app.preflight import checked_command
 from segsweep.app.resume import continue_config, resume_selected
 from segsweep.app.rundir import is_later_command, reject
 from segsweep.runs.callbacks import MetricsFile
@@ -155,6 +156,7 @@ def _refuse(run_dir: Path, cfg: DictConfig, error: BaseException) -> float:
     reject(run_dir, error, lambda line: print(f"train failed: {line}", file=sys.stderr))
 
 
+@checked_command("train", "train")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Returns ``cfg.optimized_metric`` for hyperparameter sweepers."""

@@ -1,0 +1,109 @@
+"""A command line's overrides composed before Hydra runs it: a composition error is one line naming the key.
+
+Hydra reports an unknown key, an unknown group option or a malformed override in several lines (and the search
+path); every other bad input of ours is one line (app.rundir.reject). The same composition, done first, says it in
+one line and exits 1 before Hydra has created a run dir.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra._internal.utils import get_args_parser
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, Override, RangeSweep
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from segsweep.app.config import CONFIG_DIR
+
+# Lines of Hydra's messages that locate an error for a debugger, not for the user.
+_DETAIL_PREFIXES = ("full_key:", "object_type=", "reference_type=", "See https://hydra.cc")
+
+
+def error_line(error: BaseException) -> str:
+    """Hydra's multi-line message in one line: a list after ``...:`` comma separated, the search path left out, the
+    cause's own message (``Key 'fooo' is not in struct``) added."""
+    line, listing = "", False
+    cause = f"\n{error.__cause__}" if error.__cause__ is not None and str(error.__cause__) not in str(error) else ""
+    for raw in (str(error) + cause).splitlines():
+        text = raw.strip()
+        if text.startswith("Config search path"):
+            break
+        if not text or text.startswith(_DETAIL_PREFIXES):
+            continue
+        if not line:
+            line = text
+        elif listing and raw[:1].isspace():
+            line += (" " if line.endswith(":") else ", ") + text
+        else:
+            line += (" " if line.endswith((".", ":")) else ". ") + text
+        listing = text.endswith(":") or (listing and raw[:1].isspace())
+    return line or type(error).__name__
+
+
+def composition_error(config_name: str, argv: Sequence[str]) -> str | None:
+    """The one-line error of composing ``config_name`` with this command line's overrides; None if it composes.
+
+    Sweep overrides (``loss=ce,dice``) are left to the sweep, and a command with its own ``--config-path`` or
+    ``--config-dir``, or asking Hydra for help or info, to Hydra.
+    """
+    args = get_args_parser().parse_args(list(argv))
+    if args.help or args.hydra_help or args.info or args.cfg or args.shell_completion or args.experimental_rerun:
+        return None
+    if args.config_path or args.config_dir:
+        return None
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            for overrides in _variants(OverridesParser.create().parse_overrides(args.overrides)):
+                compose(config_name=args.config_name or config_name, overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as error:
+        return error_line(error)
+    finally:
+        GlobalHydra.instance().clear()
+    return None
+
+
+def _variants(parsed: Sequence[Override]) -> list[list[str]]:
+    """Override lists to compose: the single overrides, then the same with each value of each listed sweep
+    (``loss=ce,hinge``: an unknown option is found before the sweep starts). Ranges and intervals are numbers: their
+    key is checked with its first value where it has one."""
+    single = [override.input_line for override in parsed if not override.is_sweep_override()]
+    variants = [single]
+    for override in parsed:
+        if not override.is_sweep_override():
+            continue
+        key = override.input_line.partition("=")[0]
+        if isinstance(override.value(), ChoiceSweep):
+            values = list(override.sweep_string_iterator())
+        elif isinstance(override.value(), RangeSweep):
+            values = [str(next(iter(override.sweep_iterator())))]
+        else:
+            values = []
+        variants += [[*single, f"{key}={value}"] for value in values]
+    return variants
+
+
+def checked_command(task: str, config_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Wraps a ``@hydra.main`` function: run from the command line, its overrides are composed first (one line, exit
+    1, on error). Called with a config (a launcher's worker process), it passes straight through, as Hydra's does."""
+
+    def decorate(hydra_main: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(hydra_main)
+        def command(cfg_passthrough: Any = None) -> Any:
+            if cfg_passthrough is None:
+                error = composition_error(config_name, sys.argv[1:])
+                if error is not None:
+                    print(f"{task} failed: {error}", file=sys.stderr)
+                    sys.exit(1)
+            return hydra_main(cfg_passthrough)
+
+        return command
+
+    return decorate
