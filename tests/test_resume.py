@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from segsweep.app.rundir import has_run_records
 from segsweep.runs.callbacks import MetricsFile
 from segsweep.runs.record import failed_record, record_path, was_recorded, write_record
 
@@ -128,3 +129,16 @@ def test_a_sweep_sent_again_into_its_dir_skips_its_completed_jobs(tmp_path):
     result = run_module("segsweep.train", *command)
     assert "skipped, already completed" in result.stdout + result.stderr
     assert read_metrics(job) == before
+
+
+def test_records_cut_short_by_a_kill_are_not_a_run_to_continue(tmp_path):
+    # a sweep worker killed while Hydra wrote the job's records: config.yaml written, hydra.yaml empty, no overrides.yaml
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("seed: 7\n")
+    (run_dir / ".hydra" / "hydra.yaml").write_text("")
+    assert not has_run_records(run_dir)
+    train(run_dir, *ORIGINAL)
+    assert read_metrics(run_dir)["status"] == "completed"
+    assert has_run_records(run_dir)
+    assert not (run_dir / ".hydra" / "resumes").exists()  # the command that ran is the run's first

@@ -223,5 +223,7 @@ def test_a_sweep_whose_worker_is_killed_reports_and_the_same_command_finishes_it
 
     rerun = run_module("segsweep.train", *command)
     assert rerun.stdout.count("skipped, already completed") + rerun.stderr.count("skipped, already completed") == len(completed)
-    assert [job.name for job in find_jobs(sweep) if job.finished] == [f"seed={seed}" for seed in (1, 2, 3, 4)]
+    jobs = find_jobs(sweep)
+    errors = {job.name: (job.path / "metrics.json").read_text()[-1500:] for job in jobs if not job.finished}
+    assert [job.name for job in jobs if job.finished] == [f"seed={seed}" for seed in (1, 2, 3, 4)], errors
     assert "None: every job finished." in (sweep / "report.md").read_text()

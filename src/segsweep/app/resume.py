@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from segsweep.app.rundir import RECORDS
+from segsweep.app.rundir import RECORDS, has_run_records
 from segsweep.runs.allowlist import check_config, check_saved_config
 from segsweep.runs.checkpoint import load_checkpoint
 
@@ -44,7 +44,7 @@ def saved_config(run_dir: str | Path) -> tuple[DictConfig, list[str]] | None:
     """The run's own config and overrides: ``.hydra/`` of its first command, else the config in its last.ckpt."""
     run = Path(run_dir)
     records, last = run / RECORDS, run / "checkpoints" / "last.ckpt"
-    if (records / "config.yaml").is_file():
+    if has_run_records(run):
         config = OmegaConf.create(yaml.safe_load((records / "config.yaml").read_text()) or {})
         # a composed config with its interpolations: checked resolved, like a --config-path from elsewhere
         check_config(config, str(records / "config.yaml"))

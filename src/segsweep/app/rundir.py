@@ -37,10 +37,18 @@ class JobDir:
 _JOBS: dict[str, JobDir] = {}
 
 
+def has_run_records(run_dir: Path) -> bool:
+    """Whether a command's Hydra records are all in ``run_dir/.hydra``. Hydra writes config.yaml, hydra.yaml and then
+    overrides.yaml, not atomically: a command killed while writing them (a sweep's worker killed) never began its
+    job, and what it left is not a run to continue."""
+    records = run_dir / RECORDS
+    return all((records / name).is_file() and (records / name).stat().st_size > 0 for name in HYDRA_FILES)
+
+
 def hydra_records(output_dir: str) -> str:
     """Resolver of ``hydra.output_subdir`` (registered with ``use_cache``: Hydra reads the key twice)."""
     run = Path(output_dir)
-    later = (run / RECORDS / "config.yaml").is_file()
+    later = has_run_records(run)
     # Hydra has made the dir and opened the job log (``<task>.log``) before it asks for this key
     entries = list(run.iterdir()) if run.is_dir() else []
     empty_logs = tuple(entry.name for entry in entries if entry.suffix == ".log" and entry.is_file() and not entry.stat().st_size)
