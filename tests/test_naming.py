@@ -7,7 +7,8 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
-from segsweep.app.naming import job_dirname, name_of, round_value, run_suffix, shorten
+from segsweep.app.naming import job_dirname, name_of, run_suffix, shorten
+from segsweep.runs.console import shown_value
 
 
 def hydra_root(task: list[str], sweep_dir: Path, params: dict | None = None, choices: dict | None = None):
@@ -25,11 +26,11 @@ def hydra_root(task: list[str], sweep_dir: Path, params: dict | None = None, cho
 
 
 def test_floats_are_rounded_to_four_significant_digits():
-    assert round_value("0.5004003118607071") == "0.5004"
-    assert round_value("0.00204722352812965") == "0.002047"
-    assert round_value("1.2e-06") == "1.2e-06"
-    assert round_value("3") == "3"
-    assert round_value("dice") == "dice"
+    assert shown_value("0.5004003118607071") == "0.5004"
+    assert shown_value("0.00204722352812965") == "0.002047"
+    assert shown_value("1.2e-06") == "1.2e-06"
+    assert shown_value("3") == "3"
+    assert shown_value("dice") == "dice"
 
 
 def test_a_sweep_job_is_named_by_its_swept_keys_only(tmp_path):

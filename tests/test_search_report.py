@@ -8,7 +8,8 @@ from pathlib import Path
 import yaml
 
 from segsweep.report import build_report, main
-from segsweep.sweep.search import plot_data, read_search, shown_value
+from segsweep.runs.console import shown_value
+from segsweep.sweep.search import plot_data, read_search
 from segsweep.sweep.summary import summarize
 
 from .test_report import assert_png, fake_job

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -12,19 +11,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from segsweep.runs.console import shown_value
+
 # Longer names are cut, keeping the job number, so directories and TensorBoard runs stay readable.
 MAX_NAME = 80
-SIGNIFICANT_DIGITS = 4
 # Keys that never name a run: where things go, and what a command reads.
 UNNAMED_KEYS = ("hydra.", "hydra/", "paths.", "ckpt_path", "input", "output_dir", "data.root", "resume")
-_FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+)$")
-
-
-def round_value(value: str) -> str:
-    """A float written in full (0.5004003118607071) as 4 significant digits (0.5004); anything else unchanged."""
-    return f"{float(value):.{SIGNIFICANT_DIGITS}g}" if _FLOAT.match(value) else value
-
-
 def name_of(overrides: Iterable[str], keys: Iterable[str] | None = None, exclude: Iterable[str] = ()) -> str:
     """``key=value`` pairs sorted by key, comma separated: those of ``keys`` (all when None), floats rounded."""
     wanted = None if keys is None else set(keys)
@@ -34,7 +26,7 @@ def name_of(overrides: Iterable[str], keys: Iterable[str] | None = None, exclude
         key, _, value = override.lstrip("+~").partition("=")
         if (wanted is not None and key not in wanted) or key in excluded or key.startswith(UNNAMED_KEYS):
             continue
-        pairs.append((key, round_value(value)))
+        pairs.append((key, shown_value(value)))
     # '/' (a config group path such as hydra/launcher) cannot be part of one directory name
     return ",".join(f"{key}={value}" for key, value in sorted(pairs)).replace("/", "_")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,15 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from rich import box
 from rich.table import Table
 
-from segsweep.runs.console import significant
+from segsweep.runs.console import override_value, shown_value, significant
 from segsweep.runs.record import recorded_value, test_metric
 from segsweep.sweep.groups import Group, Report
 from segsweep.sweep.jobs import MULTIRUN_FILE, Job, swept_keys
@@ -71,25 +68,6 @@ class SearchPlot:
     best: list[float]
     unranked: int  # trials without an objective (failed, unfinished): not drawn
     params: dict[str, tuple[str, list[Any]]] = field(default_factory=dict)  # name -> (linear|log|category, values)
-
-
-@functools.cache
-def _parser() -> OverridesParser:
-    return OverridesParser.create()
-
-
-def override_value(text: str) -> Any:
-    """An override's value as Hydra's grammar types it (float, int, str, ``interval(...)``); the text if it does not parse."""
-    try:
-        return _parser().parse_override(f"key={text}").value()
-    except HydraException:
-        return text
-
-
-def shown_value(text: str) -> str:
-    """An override's value as the tables show it: a float at 4 significant digits (as job dirs are named), else as is."""
-    value = override_value(text)
-    return significant(value) if isinstance(value, float) else text
 
 
 def shown_label(group: Group) -> str:
