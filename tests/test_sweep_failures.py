@@ -207,8 +207,10 @@ def test_a_sweep_whose_worker_is_killed_reports_and_the_same_command_finishes_it
     )
     try:
         deadline = time.monotonic() + 120
-        # kill a worker as soon as a job is running (as the OOM killer would): the sweep ends with TerminatedWorkerError
-        while not (list(sweep.glob("seed=*")) and loky_workers(process.pid)) and time.monotonic() < deadline:
+        # kill a worker as soon as a job is running (as the OOM killer would): the sweep ends with TerminatedWorkerError.
+        # Running: Hydra has written all of a job's records (a kill while it writes them: test_resume.py)
+        running = "seed=*/.hydra/overrides.yaml"
+        while not (list(sweep.glob(running)) and loky_workers(process.pid)) and time.monotonic() < deadline:
             time.sleep(0.05)
         os.kill(loky_workers(process.pid)[0], signal.SIGKILL)
         output, _ = process.communicate(timeout=300)
