@@ -34,7 +34,7 @@ from segsweep.app.rundir import reject
 from segsweep.app.typecheck import ENTRY_POINT_TYPES, check_types
 from segsweep.models.metrics import iou_from_confusion
 from segsweep.runs.checkpoint import resolve_checkpoint
-from segsweep.runs.cli import USER_ERRORS, apply_threads, json_safe, prepare_output_dir, require
+from segsweep.runs.cli import USER_ERRORS, configure_torch, json_safe, prepare_output_dir, require
 from segsweep.runs.console import route_to_run_log, significant, table_console
 from segsweep.runs.files import csv_text, write_json_atomic, write_text_atomic
 from segsweep.runs.record import RecordError, load_record, record_path, test_metric
@@ -121,7 +121,7 @@ def print_results(metrics: dict[str, float], rows: list[dict[str, Any]], recorde
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test a checkpoint and write eval.json, per_class.csv and confusion_matrix.png into cfg.output_dir."""
     require(cfg, "ckpt_path")
-    apply_threads(cfg.get("threads"))
+    configure_torch(cfg.get("threads"))
     checkpoint = resolve_checkpoint(cfg.ckpt_path)
     output_dir = prepare_output_dir(Path(cfg.output_dir))
     module, saved = load_module(checkpoint)

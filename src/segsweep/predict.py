@@ -41,7 +41,7 @@ from segsweep.data.scenes import generate_scenes
 from segsweep.inference import sliding_window_argmax
 from segsweep.models.metrics import confusion_matrix, iou_from_confusion
 from segsweep.runs.checkpoint import resolve_checkpoint
-from segsweep.runs.cli import USER_ERRORS, apply_threads, json_safe, one_line, prepare_output_dir, require, resolve_device
+from segsweep.runs.cli import USER_ERRORS, configure_torch, json_safe, one_line, prepare_output_dir, require, resolve_device
 from segsweep.runs.console import route_to_run_log, table_console
 from segsweep.runs.files import write_json_atomic
 from segsweep.runs.images import ImageError, palette_png, read_image, rgb_png, to_unit_float, write_files
@@ -150,7 +150,7 @@ def _fmt(value: float | None) -> str:
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Segment every input; returns the predictions.json content (``failed`` counts failed inputs)."""
     require(cfg, "ckpt_path", "input")
-    apply_threads(cfg.get("threads"))
+    configure_torch(cfg.get("threads"))
     if cfg.mode not in ("gaussian", "constant"):
         raise ValueError(f"mode must be gaussian or constant, got {cfg.mode!r}")
     if not 0 <= cfg.overlap < 1:

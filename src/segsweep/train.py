@@ -26,7 +26,7 @@ from segsweep.app.resume import continue_config, resume_selected
 from segsweep.app.rundir import is_later_command, reject
 from segsweep.runs.callbacks import MetricsFile
 from segsweep.runs.checkpoint import AtomicCheckpointIO, resolve_checkpoint
-from segsweep.runs.cli import USER_ERRORS, one_line
+from segsweep.runs.cli import USER_ERRORS, configure_torch, one_line
 from segsweep.runs.console import route_to_run_log
 from segsweep.runs.files import remove_orphan_temps
 from segsweep.runs.record import RecordError, load_record, mark_failed, record_path, recorded_value, was_recorded
@@ -84,8 +84,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Any, list[str] 
 def train(cfg: DictConfig, datamodule: Any, resume_overrides: list[str] | None = None) -> dict[str, Any]:
     """Fit, then test the best checkpoint; returns the final metrics."""
     plugins = adapt_to_launcher(cfg)
-    if cfg.get("threads"):
-        torch.set_num_threads(cfg.threads)
+    configure_torch(cfg.get("threads"))
     # Parallel launchers reuse processes: seed every job afresh (seed_everything also resets workers' seeds).
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
