@@ -42,10 +42,16 @@ def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
 
 
 def run_module(
-    module: str, *args: str, cwd: Path | None = None, check: bool = True, timeout: int = 600
+    module: str,
+    *args: str,
+    cwd: Path | None = None,
+    check: bool = True,
+    timeout: int = 600,
+    unset: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
-    """``python -m module args`` in a subprocess, as a user would type it."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
+    """``python -m module args`` in a subprocess, as a user would type it; ``unset``: environment variables it lacks."""
+    env = {key: value for key, value in os.environ.items() if key not in unset}
+    env.update(PYTHONUNBUFFERED="1", COLUMNS="120")
     result = subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd or REPO_ROOT,

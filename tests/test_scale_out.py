@@ -170,13 +170,13 @@ def test_slurm_launcher_asks_for_one_task_per_device_on_every_node(tmp_path):
 
 def test_trainer_adapts_to_multiruns_and_gpu_hosts():
     trainer = OmegaConf.create({"strategy": "ddp", "accelerator": "gpu", "devices": 1})
-    adapt_trainer(trainer, multirun=True, job_num=5, gpu_count=4)
+    adapt_trainer(trainer, multirun=True, gpu=1)
     assert trainer.strategy == "ddp_spawn" and trainer.devices == [1]
     single = OmegaConf.create({"strategy": "ddp", "accelerator": "gpu", "devices": 1})
-    adapt_trainer(single, multirun=False, job_num=0, gpu_count=4)
+    adapt_trainer(single, multirun=False, gpu=None)
     assert single.strategy == "ddp" and single.devices == 1
     cpu = OmegaConf.create({"accelerator": "cpu", "devices": 1})
-    adapt_trainer(cpu, multirun=True, job_num=3, gpu_count=4)
+    adapt_trainer(cpu, multirun=True, gpu=3)
     assert cpu.devices == 1
     assert trainer_plugins("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher") == []
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,9 @@ def launcher_target() -> str:
     return str(HydraConfig.get().launcher.get("_target_", "")) if HydraConfig.initialized() else ""
 
 
-def adapt_trainer(trainer: DictConfig, multirun: bool, job_num: int, gpu_count: int) -> None:
-    """Rewrite trainer settings that cannot work as written where this job runs."""
+def adapt_trainer(trainer: DictConfig, multirun: bool, gpu: int | None) -> None:
+    """Rewrite trainer settings that cannot work as written where this job runs; ``gpu``: the GPU this job gets on a
+    multi-GPU host (None: leave ``devices`` as it is)."""
     with open_dict(trainer):
         # Lightning's `ddp` re-executes the command line in each child: inside a multirun that
         # re-runs the whole sweep. Spawned workers receive the job's already-resolved paths instead.
@@ -52,9 +54,35 @@ def adapt_trainer(trainer: DictConfig, multirun: bool, job_num: int, gpu_count: 
             trainer.strategy = "ddp_spawn"
         # Parallel jobs on one multi-GPU host: one GPU per job instead of all of them on GPU 0.
         gpu_wanted = trainer.get("accelerator") in ("gpu", "cuda", "auto")
-        if multirun and gpu_count > 1 and gpu_wanted and trainer.get("devices") in (1, "1"):
-            trainer.devices = [job_num % gpu_count]
-            log.info("job %d pinned to GPU %d", job_num, job_num % gpu_count)
+        if multirun and gpu is not None and gpu_wanted and trainer.get("devices") in (1, "1"):
+            trainer.devices = [gpu]
+            log.info("job pinned to GPU %d", gpu)
+
+
+_claimed: dict[str, Any] = {}  # this process's GPU lock: kept open (held) until the process ends
+
+
+def claim_gpu(gpu_count: int, lock_dir: Path | None = None) -> int | None:
+    """The GPU this process keeps for all its jobs: the first one no other process holds (one lock file per GPU,
+    released by the OS when the process ends). Parallel workers so get one GPU each, whichever jobs they are handed;
+    None when every GPU is held (more processes than GPUs)."""
+    if "gpu" in _claimed:
+        return _claimed["gpu"]
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; the caller shares GPUs by job number
+        return None
+    lock_dir = lock_dir or Path(tempfile.gettempdir())
+    for gpu in range(gpu_count):
+        handle = open(lock_dir / f"segsweep-gpu{gpu}.lock", "a")  # noqa: SIM115 (held open on purpose)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _claimed.update(gpu=gpu, handle=handle)
+        return gpu
+    return None
 
 
 def trainer_plugins(launcher: str) -> list[Any]:
@@ -64,8 +92,12 @@ def trainer_plugins(launcher: str) -> list[Any]:
 
 def adapt_to_launcher(cfg: DictConfig) -> list[Any]:
     """Apply ``adapt_trainer`` to this job; returns the extra Trainer plugins it needs."""
-    multirun = in_multirun()
-    adapt_trainer(cfg.trainer, multirun, job_number() if multirun else 0, torch.cuda.device_count())
+    multirun, gpu_count = in_multirun(), torch.cuda.device_count()
+    gpu = None
+    if multirun and gpu_count > 1:
+        gpu = claim_gpu(gpu_count)
+        gpu = job_number() % gpu_count if gpu is None else gpu
+    adapt_trainer(cfg.trainer, multirun, gpu)
     return trainer_plugins(launcher_target())
 
 

@@ -17,6 +17,8 @@ from segsweep.runs.console import shown_value
 MAX_NAME = 80
 # Keys that never name a run: where things go, and what a command reads.
 UNNAMED_KEYS = ("hydra.", "hydra/", "paths.", "ckpt_path", "input", "output_dir", "data.root", "resume")
+
+
 def name_of(overrides: Iterable[str], keys: Iterable[str] | None = None, exclude: Iterable[str] = ()) -> str:
     """``key=value`` pairs sorted by key, comma separated: those of ``keys`` (all when None), floats rounded."""
     wanted = None if keys is None else set(keys)

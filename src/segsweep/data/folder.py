@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 
 from segsweep.data.augment import Augment, AugmentSpec, RareCrops
 from segsweep.data.classes import DatasetClasses
-from segsweep.data.datamodule import worker_context
+from segsweep.data.datamodule import data_loader
 from segsweep.data.folder_classes import FolderDataError, MaskReader, load_classes
 from segsweep.data.folder_files import FolderDataset, PadCollate, Pair, center_fit, list_pairs, scan
 from segsweep.data.samplers import SAMPLERS, train_sampler
@@ -261,16 +261,10 @@ class FolderDataModule(pl.LightningDataModule):
     # -- loaders
 
     def _loader(self, split: str, batch_size: int, sampler: Any = None) -> DataLoader:
-        workers = self.num_workers
-        return DataLoader(
-            self.splits[split],
-            batch_size=batch_size,
-            sampler=sampler,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            collate_fn=None if split == "train" else PadCollate(self.classes.ignore_index),
-            multiprocessing_context=worker_context(self.multiprocessing_context) if workers > 0 else None,
-        )
+        # crops make equal training images; val and test images keep their sizes, padded to the batch's largest
+        collate = None if split == "train" else PadCollate(self.classes.ignore_index)
+        dataset, workers, context = self.splits[split], self.num_workers, self.multiprocessing_context
+        return data_loader(dataset, batch_size, sampler, workers, context, self.trainer, collate_fn=collate)
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")

@@ -145,9 +145,7 @@ class DiceCELoss(nn.Module):
             class_weights=class_weights,
             ignore_index=ignore_index,
         )
-        self.ce = CrossEntropyLoss(
-            class_weights=class_weights, label_smoothing=label_smoothing, ignore_index=ignore_index
-        )
+        self.ce = CrossEntropyLoss(class_weights=class_weights, label_smoothing=label_smoothing, ignore_index=ignore_index)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return self.dice_weight * self.dice(logits, target) + self.ce_weight * self.ce(logits, target)
@@ -163,8 +161,7 @@ def _register_class_weights(module: nn.Module, class_weights: Tensor | Sequence[
             class_weights = torch.tensor([float(w) for w in class_weights], dtype=torch.float32)
         if class_weights.ndim != 1 or not torch.isfinite(class_weights).all() or (class_weights < 0).any():
             raise ValueError(
-                "loss.class_weights: expected a 1-D vector of finite, non-negative numbers, "
-                f"got {class_weights.tolist()}"
+                f"loss.class_weights: expected a 1-D vector of finite, non-negative numbers, got {class_weights.tolist()}"
             )
         if class_weights.sum() == 0:
             raise ValueError("loss.class_weights: weights are all zero")

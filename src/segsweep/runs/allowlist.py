@@ -44,6 +44,7 @@ ALLOWED_TARGETS = frozenset(
         "segsweep.app.launch.JobLine",
         "optuna.samplers.TPESampler",
         "hydra_plugins.segsweep_plugins.optuna_sweeper.FailureTolerantOptunaSweeper",
+        "hydra_plugins.segsweep_plugins.parallel_launcher.ParallelLauncher",
     }
 )
 

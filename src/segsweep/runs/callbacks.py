@@ -96,7 +96,9 @@ class MetricsFile(pl.Callback):
         if self.manifest is None and self._resume_overrides is not None:
             self.manifest = recorded  # a run resumed before its first checkpoint has its manifest only in the file
         if self.manifest is None:
-            self.manifest = manifest(pl_module.hparams.get("config", {}).get("seed"), str(pl_module.device))
+            config = pl_module.hparams.get("config", {})
+            channels_last = (config.get("module") or {}).get("channels_last")
+            self.manifest = manifest(config.get("seed"), str(pl_module.device), channels_last)
         if self._restored or self._resume_overrides is not None:  # the same run, continued by this command
             self.manifest["resumes"] = _merged_resumes(self.manifest, recorded)
             self.manifest["resumes"].append(

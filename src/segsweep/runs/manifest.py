@@ -34,8 +34,22 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def manifest(seed: int, device: str) -> dict[str, Any]:
-    """The run's provenance; ``dirty`` is None outside a git checkout."""
+def _launch() -> dict[str, Any]:
+    """The launcher of this command (``hydra/launcher`` choice) and how many jobs it ran side by side."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {"launcher": None, "parallel_processes": None}
+    hydra = HydraConfig.get()
+    processes = hydra.launcher.get("processes", hydra.launcher.get("n_jobs"))
+    return {
+        "launcher": hydra.runtime.choices.get("hydra/launcher"),
+        "parallel_processes": processes if isinstance(processes, int) else None,
+    }
+
+
+def manifest(seed: int, device: str, channels_last: bool | None = None) -> dict[str, Any]:
+    """The run's provenance and the speed choices it ran with; ``dirty`` is None outside a git checkout."""
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "git_commit": _git("rev-parse", "HEAD"),
@@ -48,6 +62,9 @@ def manifest(seed: int, device: str) -> dict[str, Any]:
         # CPU conv reductions depend on the thread count: reruns are bit-identical only at equal counts.
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
+        # speed choices (BENCHMARKS.md): the memory format changes float rounding, as the thread count does
+        "channels_last": channels_last,
+        **_launch(),
         "seed": seed,
         "start_time": now(),
         "end_time": None,

@@ -93,4 +93,3 @@ def _name_outputs(sources: list[Source]) -> None:
             name = f"{base}_{number}"
         taken.add(name)
         source.name = name
-

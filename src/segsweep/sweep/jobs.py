@@ -106,8 +106,11 @@ def expected_jobs(sweep_dir: Path) -> list[tuple[str, list[str]]]:
         naming = hydra.job.config.override_dirname
         return [
             # named as conf/hydra/default.yaml's hydra.sweep.subdir names a job dir: its overrides, else its number
-            (get_overrides_dirname(parser.parse_overrides(job), list(naming.exclude_keys), naming.item_sep, naming.kv_sep)
-             or str(number), list(job))
+            (
+                get_overrides_dirname(parser.parse_overrides(job), list(naming.exclude_keys), naming.item_sep, naming.kv_sep)
+                or str(number),
+                list(job),
+            )
             for number, job in enumerate(batches[0])
         ]
     except (OSError, yaml.YAMLError, OmegaConfBaseException, HydraException, AttributeError, TypeError):
@@ -116,11 +119,12 @@ def expected_jobs(sweep_dir: Path) -> list[tuple[str, list[str]]]:
 
 def never_started(sweep_dir: Path, jobs: Sequence[Job]) -> list[Job]:
     """A Job (error "never started") for each job the sweep expected but whose dir holds no job with its overrides."""
-    present, names = [job.overrides for job in jobs], {job.name for job in jobs}
+    present, names = [job.overrides.items() for job in jobs], {job.name for job in jobs}
     missing = []
     for name, overrides in expected_jobs(sweep_dir):
         wanted = dict(parse_override(item) for item in overrides)
-        if wanted not in present and name not in names:
+        # a job's own records may hold more overrides than the sweep's (the launcher adds threads=<n>)
+        if not any(wanted.items() <= items for items in present) and name not in names:
             missing.append(Job(name=name, path=sweep_dir / name, overrides=wanted, metrics=None, error="never started"))
     return missing
 

@@ -22,7 +22,6 @@ RARITY_KEY = "rarity"
 SUMMARY_METRICS = {"test/mIoU": "test mIoU", "test/pixel_acc": "pixel acc", "test/boundary_f1": "boundary F1"}
 
 
-
 def class_names_of(jobs: Sequence[Job]) -> list[str]:
     """Class names in the dataset's order, as the runs recorded them (else those of the ``test/iou/<class>`` metrics)."""
     names = list(
@@ -118,7 +117,6 @@ def _seed_results(group: Group, class_names: Sequence[str], class_index: int | N
             counts["union"] if usable else None,
         )
     return results
-
 
 
 def compare_groups(report: Report) -> None:

@@ -91,6 +91,7 @@ def csv_rows(report: Report) -> list[dict[str, Any]]:
 def _columns(report: Report, compact: bool = False) -> list[tuple[str, Any]]:
     """(header, cell function) of the comparison table; ``compact`` (the console) has short headers and std for test mIoU only."""
     threshold = "-" if math.isnan(report.threshold) else f"{report.threshold:.3f}"
+
     def detail(name: str) -> Any:
         if compact:
             return lambda group: _counted(group, name, fmt(group.mean(name)))
