@@ -6,7 +6,8 @@ Threads: by default every benchmark runs torch on ONE intra-op thread (the scene
 two cores here are shared; with two OpenMP threads, another busy process makes every parallel region wait
 for a descheduled thread, and a default training epoch took 32-38 s instead of 6 s (measured side by side):
 the figures then measure the other processes, not the code. ``--threads 0`` uses torch's default (one per core),
-for a quiet machine.
+for a quiet machine. The sweep benchmark runs the sweep as ``make sweep`` does (the default launcher shares the
+cores out between jobs) unless ``--threads`` is given.
 
 Each line reads ``<bar>  <figure>  <reference>  ratio=<r>  target <op> <t>  PASS|MISS`` (``INFO`` for figures
 without a bar). Every ratio is measured side by side in one process: the two contenders alternate over several
@@ -57,7 +58,9 @@ def load(name: str) -> ModuleType:
 def run_benchmark(name: str, args: argparse.Namespace) -> list[str]:
     """The result lines of ``bench_<name>.py`` with the command line's options."""
     bench = load(f"bench_{name}")
-    options = {"quick": args.quick, "threads": args.threads}
+    # the sweep runs as `make sweep` does (the launcher's split of the cores) unless --threads is given
+    threads = args.threads if name == "sweep" or args.threads is not None else 1
+    options = {"quick": args.quick, "threads": threads or None}
     if name == "memory":
         options["sweep"] = args.sweep
     result = bench.lines(bench.run(**options))
@@ -75,11 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="torch intra-op threads for the benchmarks and the training run (default 1; 0: torch's default, one per core)",
+        default=None,
+        help="torch intra-op threads for the benchmarks and the training run (default 1; 0: torch's default, one per "
+        "core); the sweep's jobs (default: the launcher's split of the cores)",
     )
     args = parser.parse_args(argv)
-    args.threads = args.threads or None
     load("benchlib")  # reads torch's default thread count before any benchmark changes it
     failed = False
     for name in (name for name in BENCHMARKS if not args.only or name in args.only):

@@ -7,16 +7,19 @@ Usage: python scripts/bench_sweep.py [--quick] [--threads N] [--device cpu|cuda]
    kind is counted with ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matmuls) and multiplied by
    the number of such batches (a partial last batch in proportion). Every job of the sweep has the same network and
    sizes; the losses differ by a negligible number of FLOPs.
-2. The machine's float32 matmul FLOP/s (2048x2048), measured in the same run just before and just after the sweep,
-   at the thread count the sweep's jobs use; the higher of the two is the limit.
-3. The sweep itself, ``python -m segsweep.train -m experiment=loss_comparison`` into a temporary dir, timed.
+2. The machine's float32 matmul FLOP/s (2048x2048), measured in the same run just before and just after the sweep:
+   the higher of one process on every core and the sum of one one-thread process per core multiplying at the same
+   time (how the default launcher uses the cores); the higher of the two measurements is the limit.
+3. The sweep itself, ``python -m segsweep.train -m experiment=loss_comparison`` into a temporary dir, timed, with the
+   default launcher's split of the cores (``segsweep.app.parallel``: here 2 jobs at a time, 1 thread each).
 
 Lines:
 - ``sweep_flop_fraction``: FLOP limit (sweep FLOPs / matmul FLOP/s) over the sweep's wall time (target >= 0.65);
-- ``sweep_train_step``: one job's training step alone, achieved FLOP/s over matmul FLOP/s (INFO);
+- ``sweep_train_step``: one job's training step alone, at the job's thread count, achieved FLOP/s over the
+  matmul FLOP/s of as many threads (INFO);
 - ``sweep_overhead_share``: the share of a job's wall time that is not training steps (startup, sanity check,
-  validation, test, checkpoints, plots, report), from the measured step time and the sweep's wall time per job
-  (target <= 0.10).
+  validation, test, checkpoints, plots, report, and the slowdown of jobs sharing the machine), from the measured
+  step time and the sweep's wall time per job and process (target <= 0.10).
 """
 
 from __future__ import annotations
@@ -35,9 +38,20 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchlib import QUICK_OVERRIDES, REPO_ROOT, line, matmul_flops_per_s, set_threads, step_flops, training_step
+from benchlib import (
+    QUICK_OVERRIDES,
+    REPO_ROOT,
+    concurrent_matmul_flops_per_s,
+    line,
+    matmul_flops_per_s,
+    set_threads,
+    step_flops,
+    training_step,
+)
 from segsweep.app.build import build_module
 from segsweep.app.compose import compose_config
+from segsweep.app.parallel import available_cores, available_memory_gb, plan_split
+from segsweep.runs.cli import configure_torch
 
 FLOP_FRACTION_TARGET = 0.65
 OVERHEAD_TARGET = 0.10
@@ -85,6 +99,7 @@ def job_flops(overrides: list[str], device: str) -> dict[str, Any]:
 
 def step_seconds(cfg: Any, device: str, repeats: int) -> float:
     """Median wall time of one training step of the sweep's network at its batch size (after a warm-up step)."""
+    configure_torch(None)  # the process-wide settings a job runs with
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     module = build_module(cfg, datamodule).to(device).train()
@@ -111,7 +126,9 @@ def timed_sweep(overrides: list[str], sweep_dir: Path, threads: int | None) -> f
     return time.perf_counter() - start
 
 
-def matmul_rate(device: str) -> float:
+def matmul_rate(device: str, cores: int) -> float:
+    """The machine's matmul FLOP/s: on a CPU the higher of one process on ``cores`` threads and ``cores`` one-thread
+    processes at the same time."""
     if device == "cuda":
         a, b = torch.randn(4096, 4096, device=device), torch.randn(4096, 4096, device=device)
         torch.cuda.synchronize()
@@ -120,14 +137,19 @@ def matmul_rate(device: str) -> float:
             torch.mm(a, b)
         torch.cuda.synchronize()
         return 10 * 2 * 4096**3 / (time.perf_counter() - start)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cores)
     measure = matmul_flops_per_s(2048, repeats=5)
     measure()
-    return max(measure() for _ in range(3))
+    one_process = max(measure() for _ in range(3))
+    torch.set_num_threads(threads)
+    return max(one_process, concurrent_matmul_flops_per_s(cores) if cores > 1 else 0.0)
 
 
 def run(quick: bool = False, threads: int | None = None, device: str = "cpu", repeats: int = 10) -> dict[str, Any]:
-    """Count, measure and time the sweep; ``quick``: a 2-job sweep of tiny sizes (figures not meaningful)."""
-    used = set_threads(threads)
+    """Count, measure and time the sweep; ``quick``: a 2-job sweep of tiny sizes (figures not meaningful).
+
+    ``threads``: torch threads per job, and the cores the sweep may use (None: the default launcher's split)."""
     overrides = [experiment(device), *(QUICK_OVERRIDES if quick else ())]
     if threads:
         overrides.append(f"threads={threads}")
@@ -138,29 +160,39 @@ def run(quick: bool = False, threads: int | None = None, device: str = "cpu", re
         overrides += QUICK_SWEEP
     else:
         jobs = math.prod(len(str(values).split(",")) for values in cfg_sweep_params(overrides).values())
+    cores = threads or available_cores()
+    gpus = torch.cuda.device_count() if device == "cuda" else 0
+    split = plan_split(jobs, cores, gpus, available_memory_gb())  # what the sweep's launcher will choose
+    used = set_threads(threads or split.threads)
     counted["sweep_flops"] = counted["job_flops"] * jobs
     step_s = step_seconds(cfg, device, 3 if quick else repeats)
-    before = matmul_rate(device)
+    step_matmul = matmul_flops_per_s(2048, repeats=5)  # at the job's threads, for the step line
+    step_matmul()
+    step_rate = max(step_matmul() for _ in range(3)) if device == "cpu" else None
+    before = matmul_rate(device, cores)
     with tempfile.TemporaryDirectory() as tmp:
         wall = timed_sweep(overrides, Path(tmp) / "sweep", threads)
-    after = matmul_rate(device)
+    after = matmul_rate(device, cores)
     rate = max(before, after)
     limit = counted["sweep_flops"] / rate
     train_per_job = step_s * counted["train_batches"]
+    job_wall = wall * split.processes / jobs  # each process runs jobs / processes of them, one after another
     return {
         **counted,
         "jobs": jobs,
         "threads": used,
+        "processes": split.processes,
         "device": device,
         "quick": quick,
         "matmul_flops_per_s": rate,
+        "step_matmul_flops_per_s": step_rate or rate,
         "sweep_wall_s": wall,
         "flop_limit_s": limit,
         "fraction": limit / wall,
         "step_s": step_s,
-        "step_fraction": counted["step_flops"] / step_s / rate,
-        "job_wall_s": wall / jobs,
-        "overhead_share": max(0.0, 1 - train_per_job / (wall / jobs)),
+        "step_fraction": counted["step_flops"] / step_s / (step_rate or rate),
+        "job_wall_s": job_wall,
+        "overhead_share": max(0.0, 1 - train_per_job / job_wall),
     }
 
 
@@ -179,8 +211,8 @@ def cfg_sweep_params(overrides: list[str]) -> dict[str, Any]:
 
 def lines(r: dict[str, Any]) -> list[str]:
     suffix = "_gpu" if r["device"] == "cuda" else ""
-    what = f"{r['jobs']} jobs, {r['sweep_flops'] / 1e12:.2f} TFLOP, matmul {r['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s"
-    what += f", {r['threads']} thread(s)" + (", --quick: not the bar" if r["quick"] else "")
+    what = f"{r['jobs']} jobs, {r['sweep_flops'] / 1e12:.2f} TFLOP, machine matmul {r['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s"
+    what += f", {r['processes']} process(es) x {r['threads']} thread(s)" + (", --quick: not the bar" if r["quick"] else "")
     return [
         line(
             f"sweep_flop_fraction{suffix}",
@@ -194,12 +226,12 @@ def lines(r: dict[str, Any]) -> list[str]:
         line(
             f"sweep_train_step{suffix}",
             f"achieved={r['step_flops'] / r['step_s'] / 1e9:.1f}GFLOP/s({r['step_s'] * 1e3:.0f}ms/step)",
-            f"matmul={r['matmul_flops_per_s'] / 1e9:.1f}GFLOP/s",
+            f"matmul={r['step_matmul_flops_per_s'] / 1e9:.1f}GFLOP/s",
             r["step_fraction"],
             None,
             None,
         )
-        + "  [one job's training step alone]",
+        + f"  [one job's training step alone, {r['threads']} thread(s), against a matmul on as many]",
         line(
             f"sweep_overhead_share{suffix}",
             f"not_training={r['job_wall_s'] - r['step_s'] * r['train_batches']:.1f}s",
@@ -208,15 +240,15 @@ def lines(r: dict[str, Any]) -> list[str]:
             "<=",
             OVERHEAD_TARGET,
         )
-        + f"  [per job: {r['train_batches']:.0f} training steps of {r['step_s'] * 1e3:.0f}ms; the rest is startup, "
-        "sanity check, validation, test, checkpoints, plots and the report]",
+        + f"  [per job and process: {r['train_batches']:.0f} training steps of {r['step_s'] * 1e3:.0f}ms; the rest is "
+        "startup, sanity check, validation, test, checkpoints, plots, the report and jobs sharing the machine]",
     ]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a 2-job sweep of tiny sizes (a smoke test, not the bar)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads per job (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per job and cores (0: the launcher's split)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import statistics
 import time
 import warnings
@@ -157,3 +158,25 @@ def matmul_flops_per_s(size: int, repeats: int = 3) -> Callable[[], float]:
         return 2 * size**3 / min(times)
 
     return measure
+
+
+def _matmul_on_one_thread(size: int, repeats: int, barrier: Any, results: Any) -> None:
+    torch.set_num_threads(1)
+    measure = matmul_flops_per_s(size, repeats)
+    measure()  # warm-up, before the others start
+    barrier.wait()
+    results.put(measure())
+
+
+def concurrent_matmul_flops_per_s(processes: int, size: int = 2048, repeats: int = 5) -> float:
+    """Summed matmul FLOP/s of ``processes`` one-thread processes multiplying at the same time: the machine's
+    arithmetic as a sweep that runs one job per core can use it."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(processes), context.Queue()
+    workers = [context.Process(target=_matmul_on_one_thread, args=(size, repeats, barrier, results)) for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    rates = [results.get(timeout=600) for _ in workers]
+    for worker in workers:
+        worker.join()
+    return sum(rates)
