@@ -1,6 +1,6 @@
 """The default sweep against the machine's arithmetic: how close `make sweep` comes to its FLOP limit.
 
-Usage: python scripts/bench_sweep.py [--quick] [--threads N] [--device cpu|cuda]
+Usage: python scripts/bench_sweep.py [--quick] [--threads N] [--device cpu|cuda] [--baseline CHECKOUT]
 
 1. The FLOPs of the whole sweep (``experiment=loss_comparison``; ``_gpu`` on a GPU): for every job, forward and
    backward of every training step, and the forward of every sanity, validation and test batch. One batch of each
@@ -116,13 +116,16 @@ def step_seconds(cfg: Any, device: str, repeats: int) -> float:
     return sorted(times[1:])[len(times[1:]) // 2]
 
 
-def timed_sweep(overrides: list[str], sweep_dir: Path, threads: int | None) -> float:
+def timed_sweep(overrides: list[str], sweep_dir: Path, threads: int | None, checkout: Path = REPO_ROOT) -> float:
+    """Wall time of the sweep; ``checkout``: another clone of segsweep whose code and conf/ run it (``--baseline``)."""
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
+    if checkout != REPO_ROOT:  # its src/ before the installed (editable) package
+        env["PYTHONPATH"] = os.pathsep.join([str(checkout / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     command = [sys.executable, "-m", "segsweep.train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
     start = time.perf_counter()
-    subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    subprocess.run(command, cwd=checkout, env=env, check=True, capture_output=True, stdin=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
@@ -146,10 +149,17 @@ def matmul_rate(device: str, cores: int) -> float:
     return max(one_process, concurrent_matmul_flops_per_s(cores) if cores > 1 else 0.0)
 
 
-def run(quick: bool = False, threads: int | None = None, device: str = "cpu", repeats: int = 10) -> dict[str, Any]:
+def run(
+    quick: bool = False,
+    threads: int | None = None,
+    device: str = "cpu",
+    repeats: int = 10,
+    baseline: Path | None = None,
+) -> dict[str, Any]:
     """Count, measure and time the sweep; ``quick``: a 2-job sweep of tiny sizes (figures not meaningful).
 
-    ``threads``: torch threads per job, and the cores the sweep may use (None: the default launcher's split)."""
+    ``threads``: torch threads per job, and the cores the sweep may use (None: the default launcher's split).
+    ``baseline``: another checkout whose sweep is timed right after this one's, with the same command."""
     overrides = [experiment(device), *(QUICK_OVERRIDES if quick else ())]
     if threads:
         overrides.append(f"threads={threads}")
@@ -172,6 +182,7 @@ def run(quick: bool = False, threads: int | None = None, device: str = "cpu", re
     before = matmul_rate(device, cores)
     with tempfile.TemporaryDirectory() as tmp:
         wall = timed_sweep(overrides, Path(tmp) / "sweep", threads)
+        baseline_wall = timed_sweep(overrides, Path(tmp) / "baseline", threads, baseline) if baseline else None
     after = matmul_rate(device, cores)
     rate = max(before, after)
     limit = counted["sweep_flops"] / rate
@@ -187,6 +198,8 @@ def run(quick: bool = False, threads: int | None = None, device: str = "cpu", re
         "matmul_flops_per_s": rate,
         "step_matmul_flops_per_s": step_rate or rate,
         "sweep_wall_s": wall,
+        "baseline": baseline,
+        "baseline_wall_s": baseline_wall,
         "flop_limit_s": limit,
         "fraction": limit / wall,
         "step_s": step_s,
@@ -211,6 +224,14 @@ def cfg_sweep_params(overrides: list[str]) -> dict[str, Any]:
 
 def lines(r: dict[str, Any]) -> list[str]:
     suffix = "_gpu" if r["device"] == "cuda" else ""
+    baseline = []
+    if r.get("baseline_wall_s"):
+        limit, old = r["flop_limit_s"], r["baseline_wall_s"]
+        this = f"this={r['sweep_wall_s']:.0f}s"
+        baseline.append(
+            line(f"sweep_speedup{suffix}", this, f"baseline={old:.0f}s", old / r["sweep_wall_s"], None, None)
+            + f"  [the same sweep command in {r['baseline']}: its FLOP fraction {limit / old:.2f}]"
+        )
     what = f"{r['jobs']} jobs, {r['sweep_flops'] / 1e12:.2f} TFLOP, machine matmul {r['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s"
     what += f", {r['processes']} process(es) x {r['threads']} thread(s)" + (", --quick: not the bar" if r["quick"] else "")
     return [
@@ -242,6 +263,7 @@ def lines(r: dict[str, Any]) -> list[str]:
         )
         + f"  [per job and process: {r['train_batches']:.0f} training steps of {r['step_s'] * 1e3:.0f}ms; the rest is "
         "startup, sanity check, validation, test, checkpoints, plots, the report and jobs sharing the machine]",
+        *baseline,
     ]
 
 
@@ -250,11 +272,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a 2-job sweep of tiny sizes (a smoke test, not the bar)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per job and cores (0: the launcher's split)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--baseline", type=Path, help="another segsweep checkout: its sweep is timed too (before/after)")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print(GPU_SKIPPED)
         return 0
-    for text in lines(run(args.quick, args.threads or None, args.device)):
+    for text in lines(run(args.quick, args.threads or None, args.device, baseline=args.baseline)):
         print(text)
     return 0
 

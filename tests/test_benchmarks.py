@@ -145,6 +145,15 @@ def test_sweep_flop_fraction_counts_times_and_reports():
     assert result["jobs"] == 2
     assert positive(result["sweep_flops"], result["matmul_flops_per_s"], result["sweep_wall_s"], result["fraction"])
     assert result["sweep_flops"] == pytest.approx(2 * result["job_flops"])
+    assert (result["processes"], result["threads"]) == (1, 1)  # --threads 1: one core, so one job at a time
     lines = bench_sweep.lines(result)
     check_lines(lines, 3)
     assert [text.split()[0] for text in lines] == ["sweep_flop_fraction", "sweep_train_step", "sweep_overhead_share"]
+    # --baseline: the same sweep timed in another checkout, as a before/after line
+    compared = bench_sweep.lines({**result, "baseline": Path("/old"), "baseline_wall_s": 2 * result["sweep_wall_s"]})
+    assert compared[-1].startswith("sweep_speedup") and "ratio=2" in compared[-1] and "/old" in compared[-1]
+
+
+def test_the_machine_matmul_counts_every_core_at_once():
+    benchlib = bench.load("benchlib")
+    assert benchlib.concurrent_matmul_flops_per_s(2, size=256, repeats=2) > 0
