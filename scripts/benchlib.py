@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import statistics
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -160,23 +161,41 @@ def matmul_flops_per_s(size: int, repeats: int = 3) -> Callable[[], float]:
     return measure
 
 
-def _matmul_on_one_thread(size: int, repeats: int, barrier: Any, results: Any) -> None:
-    torch.set_num_threads(1)
-    measure = matmul_flops_per_s(size, repeats)
-    measure()  # warm-up, before the others start
-    barrier.wait()
-    results.put(measure())
+# One process of concurrent_matmul_flops_per_s: ready when warm, then one measurement when told to go. A
+# separate interpreter (not multiprocessing) so that it needs nothing importable from this file.
+_ONE_THREAD_MATMUL = """
+import sys, time, torch
+torch.set_num_threads(1)
+size, repeats = int(sys.argv[1]), int(sys.argv[2])
+a, b = torch.randn(size, size), torch.randn(size, size)
+def measure():
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / min(times)
+measure()
+print("ready", flush=True)
+sys.stdin.readline()
+print(measure(), flush=True)
+"""
 
 
 def concurrent_matmul_flops_per_s(processes: int, size: int = 2048, repeats: int = 5) -> float:
     """Summed matmul FLOP/s of ``processes`` one-thread processes multiplying at the same time: the machine's
     arithmetic as a sweep that runs one job per core can use it."""
-    context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(processes), context.Queue()
-    workers = [context.Process(target=_matmul_on_one_thread, args=(size, repeats, barrier, results)) for _ in range(processes)]
-    for worker in workers:
-        worker.start()
-    rates = [results.get(timeout=600) for _ in workers]
-    for worker in workers:
-        worker.join()
-    return sum(rates)
+    command = [sys.executable, "-c", _ONE_THREAD_MATMUL, str(size), str(repeats)]
+    workers = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+    try:
+        for worker in workers:  # every one warm before any starts
+            if worker.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"a matmul process exited early (code {worker.wait()})")
+        for worker in workers:
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        return sum(float(worker.stdout.readline()) for worker in workers)
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
