@@ -161,31 +161,24 @@ def matmul_flops_per_s(size: int, repeats: int = 3) -> Callable[[], float]:
     return measure
 
 
-# One process of concurrent_matmul_flops_per_s: ready when warm, then one measurement when told to go. A
-# separate interpreter (not multiprocessing) so that it needs nothing importable from this file.
-_ONE_THREAD_MATMUL = """
-import sys, time, torch
-torch.set_num_threads(1)
-size, repeats = int(sys.argv[1]), int(sys.argv[2])
-a, b = torch.randn(size, size), torch.randn(size, size)
-def measure():
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / min(times)
-measure()
-print("ready", flush=True)
-sys.stdin.readline()
-print(measure(), flush=True)
-"""
+def matmul_when_told(size: int, repeats: int) -> None:
+    """One process of ``concurrent_matmul_flops_per_s``: says ready when warm, measures when told to go."""
+    torch.set_num_threads(1)
+    measure = matmul_flops_per_s(size, repeats)
+    measure()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    print(measure(), flush=True)
+
+
+# a separate interpreter, not multiprocessing: benchlib is imported by path, which spawned children cannot repeat
+_WORKER = "import sys; sys.path.insert(0, sys.argv[1]); import benchlib; benchlib.matmul_when_told(*map(int, sys.argv[2:]))"
 
 
 def concurrent_matmul_flops_per_s(processes: int, size: int = 2048, repeats: int = 5) -> float:
     """Summed matmul FLOP/s of ``processes`` one-thread processes multiplying at the same time: the machine's
     arithmetic as a sweep that runs one job per core can use it."""
-    command = [sys.executable, "-c", _ONE_THREAD_MATMUL, str(size), str(repeats)]
+    command = [sys.executable, "-c", _WORKER, str(Path(__file__).resolve().parent), str(size), str(repeats)]
     workers = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
     try:
         for worker in workers:  # every one warm before any starts
