@@ -129,6 +129,13 @@ def timed_sweep(overrides: list[str], sweep_dir: Path, threads: int | None, chec
     return time.perf_counter() - start
 
 
+def best_matmul_flops_per_s() -> float:
+    """The best of three measurements of a warmed-up 2048x2048 float32 matmul, at torch's current thread count."""
+    measure = matmul_flops_per_s(2048, repeats=5)
+    measure()
+    return max(measure() for _ in range(3))
+
+
 def matmul_rate(device: str, cores: int) -> float:
     """The machine's matmul FLOP/s: on a CPU the higher of one process on ``cores`` threads and ``cores`` one-thread
     processes at the same time."""
@@ -142,9 +149,7 @@ def matmul_rate(device: str, cores: int) -> float:
         return 10 * 2 * 4096**3 / (time.perf_counter() - start)
     threads = torch.get_num_threads()
     torch.set_num_threads(cores)
-    measure = matmul_flops_per_s(2048, repeats=5)
-    measure()
-    one_process = max(measure() for _ in range(3))
+    one_process = best_matmul_flops_per_s()
     torch.set_num_threads(threads)
     return max(one_process, concurrent_matmul_flops_per_s(cores) if cores > 1 else 0.0)
 
@@ -176,9 +181,7 @@ def run(
     used = set_threads(threads or split.threads)
     counted["sweep_flops"] = counted["job_flops"] * jobs
     step_s = step_seconds(cfg, device, 3 if quick else repeats)
-    step_matmul = matmul_flops_per_s(2048, repeats=5)  # at the job's threads, for the step line
-    step_matmul()
-    step_rate = max(step_matmul() for _ in range(3)) if device == "cpu" else None
+    step_rate = best_matmul_flops_per_s() if device == "cpu" else None  # at the job's threads, for the step line
     before = matmul_rate(device, cores)
     with tempfile.TemporaryDirectory() as tmp:
         wall = timed_sweep(overrides, Path(tmp) / "sweep", threads)

@@ -94,6 +94,14 @@ def test_jobs_of_the_sweep_that_never_started_are_listed(tmp_path):
     assert len(find_jobs(tmp_path)) == 2
 
 
+def test_a_job_whose_records_hold_more_overrides_than_the_sweep_gave_is_not_missing(tmp_path):
+    # the default launcher adds threads=<n> to every job; a dir named otherwise (here by job number) is still the job
+    write_multirun_yaml(tmp_path, ["loss=ce", "debug=fast"])
+    fake_job(tmp_path / "0", ["seed=1", "loss=ce", "debug=fast", "threads=1"], 0.5, [0.5])
+    fake_job(tmp_path / "1", ["seed=2", "loss=ce", "debug=fast", "threads=1"], 0.6, [0.6])
+    assert sorted(job.name for job in find_jobs(tmp_path)) == ["0", "1"]
+
+
 # ---------------------------------------------------------------- failed Optuna trials
 
 

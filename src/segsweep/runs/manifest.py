@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 
 PACKAGES = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "torchmetrics", "tensorboard")
 
@@ -36,8 +37,6 @@ def now() -> str:
 
 def _launch() -> dict[str, Any]:
     """The launcher of this command (``hydra/launcher`` choice) and how many jobs it ran side by side."""
-    from hydra.core.hydra_config import HydraConfig
-
     if not HydraConfig.initialized():
         return {"launcher": None, "parallel_processes": None}
     hydra = HydraConfig.get()
