@@ -413,4 +413,4 @@ def test_a_loss_sweep_on_a_folder_reports_its_classes(tmp_path):
     assert "walker" in text and "pedestrian" not in text
     with (sweep_dir / "report.csv").open() as file:
         rows = list(csv.DictReader(file))
-    assert {row["group"] for row in rows} == {"loss=ce", "loss=dice"} and "test_iou_walker_mean" in rows[0]
+    assert {row["group"] for row in rows} == {"loss=ce", "loss=dice"} and "test/iou/walker" in rows[0]

@@ -71,6 +71,7 @@ def _plots(report: Report, num_images: int, search: Search | None) -> None:
             [group.diff.mean for group in compared],
             [group.diff.low for group in compared],
             [group.diff.high for group in compared],
+            [group.verdict == "worse" for group in compared],
             f"the best group at the same {report.stratum_key}" if report.stratum_key else f"`{shown_label(report.groups[0])}`",
             path,
         )

@@ -51,9 +51,12 @@ def _sweep_overrides(sweep_dir: Path) -> list[str]:
 
 
 def swept_keys(hydra: DictConfig) -> set[str]:
-    """Keys that take more than one value in this sweep: the sweeper's ``params`` and the command line's sweeps."""
+    """Keys that take more than one value in this sweep: the sweeper's ``params``, the command line's sweeps, and the
+    seed of an adaptive-seeds sweep."""
     params = OmegaConf.select(hydra, "sweeper.params") or {}
     keys = {str(key) for key in params}
+    if OmegaConf.select(hydra, "sweeper.stages") is not None:  # the adaptive sweeper adds seeds stage by stage
+        keys.add("seed")
     parser = OverridesParser.create()
     for override in parser.parse_overrides(_sweep_overrides(Path(str(hydra.sweep.dir)))):
         if override.is_sweep_override():

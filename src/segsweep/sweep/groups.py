@@ -6,8 +6,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from segsweep.sweep.bootstrap import PairedDifference
+from segsweep.sweep.adaptive import Design
+from segsweep.sweep.intervals import Estimate
 from segsweep.sweep.jobs import Job
+from segsweep.sweep.verdicts import ALPHA
 
 
 @dataclass
@@ -19,12 +21,16 @@ class Group:
     stats: dict[str, tuple[float, float]] = field(default_factory=dict)
     # metric name -> how many finished seeds have a (non-NaN) value: a mean over fewer is marked in the tables
     counts: dict[str, int] = field(default_factory=dict)
-    # 95% bootstrap interval of the mean test mIoU, and the paired differences to the best group
+    # 95% interval of the mean test mIoU (sweep/intervals.py), and the paired differences to the best group
     miou_ci: tuple[float, float] = (math.nan, math.nan)
     rare_ci: tuple[float, float] = (math.nan, math.nan)
-    diff: PairedDifference | None = None
-    rare_diff: PairedDifference | None = None
+    diff: Estimate | None = None
+    rare_diff: Estimate | None = None
+    # the Holm-adjusted p of the comparison with the best (sweep/verdicts.py), and the verdict it gives
+    p_holm: float = math.nan
     verdict: str = ""
+    # adaptive sweeps: the seeds after which the verdict was decided (None: not decided, or not adaptive)
+    decided_after: int | None = None
     converge_epochs: list[int | None] = field(default_factory=list)
 
     @property
@@ -57,6 +63,10 @@ class Report:
     # when the winner is not ahead beyond the uncertainty: seeds a rerun should use, and the command
     seeds_suggested: int | None = None
     rerun_command: str | None = None
+    # the looks of an adaptive design (1: a fixed design): each look's tests are at alpha / looks
+    looks: int = 1
+    alpha: float = ALPHA  # the family-wise error of the verdicts (an adaptive design's own)
+    adaptive: Design | None = None
 
 
 def strata(report: Report) -> dict[str, list[Group]]:

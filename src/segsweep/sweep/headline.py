@@ -46,11 +46,13 @@ def _verdict_sentence(report: Report, runner: Group) -> str:
     """Whether the winner is ahead of the runner-up beyond the uncertainty; if not, how a rerun could tell."""
     diff = runner.diff
     if diff is None or math.isnan(diff.low):
-        return "With one shared seed and no per-image counts the margin has no interval: rerun with more seeds."
-    interval = f"paired difference {-diff.mean:.3f}, 95% CI {-diff.high:.3f} to {-diff.low:.3f}, over {len(diff.seeds)} seed(s)"
+        return "With one shared seed the margin has no interval: rerun with more seeds."
+    seeds = diff.seeds
+    interval = f"paired difference {-diff.mean:.3f}, 95% CI {-diff.high:.3f} to {-diff.low:.3f}, over {seeds} seed(s)"
     if runner.verdict == "worse":
-        return f"The lead is beyond the uncertainty ({interval})."
-    sentence = f"The two cannot be told apart: the interval includes 0 ({interval})."
+        return f"The lead is beyond the uncertainty ({interval}; Holm-adjusted p {runner.p_holm:.2g})."
+    level = f"{report.alpha:g}" if report.looks == 1 else f"{report.alpha:g}/{report.looks} looks"
+    sentence = f"{seeds} seeds cannot tell the two apart ({interval}; Holm-adjusted p {runner.p_holm:.2g}, above {level})."
     if report.seeds_suggested is not None:
         sentence += f" At the observed spread, about {report.seeds_suggested} seeds would separate them"
         sentence += f": `{report.rerun_command}`." if report.rerun_command else "."

@@ -16,8 +16,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatterSciNotation, MaxNLocator, NullFormatter
 
 from segsweep.runs.files import write_atomic
-from segsweep.sweep.bootstrap import mean_band
 from segsweep.sweep.imbalance import RarityPoint
+from segsweep.sweep.intervals import mean_band
 from segsweep.sweep.search import SearchPlot
 
 Curve = Sequence[tuple[int, float]]  # (epoch counted from 1, val mIoU)
@@ -61,22 +61,31 @@ def learning_curves(curves: Mapping[str, Sequence[Curve]], path: Path, threshold
 
 
 def differences(
-    labels: Sequence[str], means: Sequence[float], lows: Sequence[float], highs: Sequence[float], best: str, path: Path
+    labels: Sequence[str],
+    means: Sequence[float],
+    lows: Sequence[float],
+    highs: Sequence[float],
+    worse: Sequence[bool],
+    best: str,
+    path: Path,
 ) -> Path:
-    """Forest plot: each group's paired difference of test mIoU to the best group, with its 95% interval."""
+    """Forest plot: each group's paired difference of test mIoU to the best group, with its 95% interval; red where
+    the verdict (family-wise, sweep/verdicts.py) is `worse`."""
     figure = Figure(figsize=(8, 1.6 + 0.45 * max(1, len(labels))))
     axes = figure.add_subplot()
     rows = np.arange(len(labels))[::-1]
     mean = np.asarray(means, dtype=float)
     low = np.nan_to_num(mean - np.asarray(lows, dtype=float))
     high = np.nan_to_num(np.asarray(highs, dtype=float) - mean)
-    worse = np.asarray(highs, dtype=float) < 0
+    worse = np.asarray(worse, dtype=bool)
     axes.errorbar(mean, rows, xerr=[low, high], fmt="none", ecolor="grey", capsize=3)
     axes.scatter(mean, rows, c=np.where(worse, "tab:red", "tab:blue"), zorder=3)
     axes.axvline(0.0, color="black", linewidth=1)
     axes.set_yticks(rows, labels)
     axes.set_xlabel(f"test mIoU minus that of {best} (paired by seed)")
-    axes.set_title("Difference to the best group, 95% bootstrap CI\n(red: worse beyond the uncertainty)", fontsize=10)
+    axes.set_title(
+        "Difference to the best group, 95% CI of each difference\n(red: `worse`, Holm-adjusted over all pairs)", fontsize=10
+    )
     axes.grid(axis="x", alpha=0.3)
     return _save(figure, path)
 
@@ -145,7 +154,7 @@ def confusion_matrix_png(counts: np.ndarray, share: np.ndarray, class_names: Seq
 
 def imbalance(curves: Mapping[str, Sequence[RarityPoint]], rare_class: str, path: Path) -> Path:
     """Two panels against the rare class's share of training pixels (log axis, rarer to the left): its test IoU and the
-    test mIoU, one line per strategy, error bars = 95% bootstrap CI of the mean over seeds."""
+    test mIoU, one line per strategy, error bars = 95% CI of the mean over seeds (sweep/intervals.py)."""
     figure = Figure(figsize=(11, 4.5))
     panels = figure.subplots(1, 2)
     ticks = sorted({round(point.pixel_share * 100, 4) for points in curves.values() for point in points if point.pixel_share > 0})

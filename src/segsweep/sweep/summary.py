@@ -10,12 +10,14 @@ from pathlib import Path
 import yaml
 
 from segsweep.runs.image_counts import read_image_counts
-from segsweep.sweep.bootstrap import SeedResult, group_interval, paired_difference, seeds_needed
+from segsweep.sweep.adaptive import Design, read_design
 from segsweep.sweep.groups import Group, Report, strata
 from segsweep.sweep.headline import headline
 from segsweep.sweep.imbalance import pixel_share
+from segsweep.sweep.intervals import Estimate, SeedResult, group_estimate
 from segsweep.sweep.jobs import SEED_KEY, Job, find_jobs, group_jobs, parse_override, swept_keys
 from segsweep.sweep.stats import convergence_epoch, convergence_images, default_threshold, mean_std, nan_to
+from segsweep.sweep.verdicts import compare_to_best, pairs, seeds_needed
 
 # the swept key of a two-axis imbalance study (conf/rarity): groups are compared within one rarity level
 RARITY_KEY = "rarity"
@@ -97,7 +99,12 @@ def summarize(sweep_dir: str | Path, threshold: float | None = None) -> Report:
         groups=groups,
         failed=[job for job in jobs if not job.finished],
     )
+    design = read_design(sweep_dir)
+    if design is not None:
+        report.looks, report.alpha, report.adaptive = design.looks, design.alpha, design
     compare_groups(report)
+    if design is not None:
+        decided_after(report, design)
     report.headline = headline(report)
     return report
 
@@ -121,29 +128,45 @@ def _seed_results(group: Group, class_names: Sequence[str], class_index: int | N
 
 def compare_groups(report: Report) -> None:
     """Each group's intervals of test mIoU and rare-class IoU, its paired difference to the best group of its stratum
-    and its verdict; the seeds a rerun needs when the runner-up cannot be told from the winner."""
+    with the Holm-adjusted p and the verdict (sweep/verdicts.py); the seeds a rerun needs when the runner-up cannot
+    be told from the winner."""
     rare = report.class_names.index(report.rare_class) if report.rare_class in report.class_names else None
     for groups in strata(report).values():
-        best = _seed_results(groups[0], report.class_names, None)
-        best_rare = _seed_results(groups[0], report.class_names, rare) if rare is not None else None
-        for group in groups:
-            results = _seed_results(group, report.class_names, None)
-            group.miou_ci = group_interval(results)
+        results = [_seed_results(group, report.class_names, None) for group in groups]
+        comparisons = compare_to_best(results, alpha=report.alpha, looks=report.looks)
+        rare_results = [_seed_results(group, report.class_names, rare) for group in groups] if rare is not None else []
+        rare_diffs = compare_to_best(rare_results, rare, alpha=report.alpha, looks=report.looks) if rare is not None else []
+        for index, group in enumerate(groups):
+            group.miou_ci = _bounds(group_estimate(results[index]))
             if rare is not None:
-                group.rare_ci = group_interval(_seed_results(group, report.class_names, rare), rare)
-            if group is groups[0]:
+                group.rare_ci = _bounds(group_estimate(rare_results[index], rare))
+            if index == 0:
                 group.verdict = "best"
                 continue
-            group.diff = paired_difference(results, best)
-            if best_rare is not None:
-                group.rare_diff = paired_difference(_seed_results(group, report.class_names, rare), best_rare, rare)
-            group.verdict = group.diff.verdict if group.diff is not None else "indistinguishable"
+            group.diff, group.p_holm, group.verdict = comparisons[index - 1]
+            if rare is not None:
+                group.rare_diff = rare_diffs[index - 1][0]
     scored = [group for group in report.groups if not math.isnan(group.mean("test/mIoU"))]
     runner = scored[1] if len(scored) > 1 and report.stratum_key is None else None
     if runner is not None and runner.verdict == "indistinguishable" and runner.diff is not None:
-        report.seeds_suggested = seeds_needed(runner.diff.per_seed)
+        report.seeds_suggested = seeds_needed(runner.diff, len(pairs(len(scored))), alpha=report.alpha, looks=report.looks)
         if report.seeds_suggested is not None:
             report.rerun_command = rerun_command(report.sweep_dir, report.seeds_suggested)
+
+
+def _bounds(estimate: Estimate) -> tuple[float, float]:
+    return estimate.low, estimate.high
+
+
+def decided_after(report: Report, design: Design) -> None:
+    """Per group, the seeds after which an adaptive design decided its verdict; the best group of a stratum is decided
+    once all the others are."""
+    for groups in strata(report).values():
+        for group in groups[1:]:
+            group.decided_after = design.decided.get(group.label)
+        others = [group.decided_after for group in groups[1:]]
+        if others and None not in others:
+            groups[0].decided_after = max(others)
 
 
 def rerun_command(sweep_dir: Path, seeds: int) -> str | None:

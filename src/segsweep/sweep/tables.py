@@ -12,9 +12,9 @@ from rich.table import Table
 
 from segsweep.runs.console import table_console
 from segsweep.runs.files import csv_text
-from segsweep.sweep.bootstrap import PairedDifference
 from segsweep.sweep.groups import Group, Report
 from segsweep.sweep.headline import fmt, pm
+from segsweep.sweep.intervals import Estimate
 from segsweep.sweep.jobs import SEED_KEY
 from segsweep.sweep.search import shown_label
 
@@ -36,12 +36,18 @@ def _images_cell(group: Group) -> str:
     return pm(group.stats["converge_images"], 0)
 
 
-def _difference_columns(prefix: str, diff: PairedDifference | None, is_best: bool) -> dict[str, float]:
-    """``prefix``, ``prefix_ci_low``, ``prefix_ci_high``: the paired difference to the best group (0 for the best itself)."""
+def _difference_columns(prefix: str, diff: Estimate | None, is_best: bool, p_holm: float = math.nan) -> dict[str, float]:
+    """``prefix`` (the mean paired difference to the best group; 0 for the best itself), ``_ci_low``, ``_ci_high``,
+    ``_p`` (the unadjusted test) and, for test mIoU, ``_p_holm`` (adjusted over all pairs: what the verdict uses)."""
     if is_best:
-        return {prefix: 0.0, f"{prefix}_ci_low": 0.0, f"{prefix}_ci_high": 0.0}
-    values = (math.nan,) * 3 if diff is None else (diff.mean, diff.low, diff.high)
-    return dict(zip((prefix, f"{prefix}_ci_low", f"{prefix}_ci_high"), values))
+        values = (0.0, 0.0, 0.0, math.nan, math.nan)
+    else:
+        values = (math.nan,) * 4 if diff is None else (diff.mean, diff.low, diff.high, diff.p)
+        values += (p_holm,)
+    columns = dict(zip((prefix, f"{prefix}_ci_low", f"{prefix}_ci_high", f"{prefix}_p", f"{prefix}_p_holm"), values))
+    if prefix != "diff_vs_best":
+        del columns[f"{prefix}_p_holm"]
+    return columns
 
 
 def _miou_cell(group: Group, compact: bool = False) -> str:
@@ -58,7 +64,8 @@ def _diff_cell(group: Group, compact: bool = False) -> str:
     if group.diff is None or math.isnan(group.diff.mean):
         return "-"
     interval = "" if compact or math.isnan(group.diff.low) else f" [{group.diff.low:+.3f}, {group.diff.high:+.3f}]"
-    return f"{group.diff.mean:+.3f}{interval} {group.verdict}"
+    adjusted = "" if compact or math.isnan(group.p_holm) else f" p={group.p_holm:.2g}"
+    return f"{group.diff.mean:+.3f}{interval}{adjusted} {group.verdict}"
 
 
 def _counted(group: Group, name: str, cell: str) -> str:
@@ -68,21 +75,26 @@ def _counted(group: Group, name: str, cell: str) -> str:
 
 
 def csv_rows(report: Report) -> list[dict[str, Any]]:
-    """One row per group: swept values, counts, mean and std of every metric, convergence, wall time."""
+    """One row per group. One naming rule (README, "report.csv"): a quantity's name, as metrics are logged
+    (``test/mIoU``, ``test/iou/<class>``) or as the report names it (``converge_epoch``, ``diff_vs_best``), is its
+    point estimate, the mean over seeds; ``_std``, ``_n``, ``_ci_low``, ``_ci_high``, ``_p``, ``_p_holm`` suffixes are
+    its statistics; the swept keys, counts and the verdict stand as they are."""
     rows = []
     for rank, group in enumerate(report.groups, start=1):
         row: dict[str, Any] = {"rank": rank, "group": group.label, **group.params}
         row |= {"n_completed": len(group.finished), "n_jobs": len(group.jobs)}
-        for name, stat in group.stats.items():
-            column = name.replace("test/", "test_").replace("/", "_")
-            row[f"{column}_mean"], row[f"{column}_std"] = stat
+        for name, (mean, std) in group.stats.items():
+            row[name], row[f"{name}_std"] = mean, std
             if name in group.counts:
-                row[f"{column}_n"] = group.counts[name]
+                row[f"{name}_n"] = group.counts[name]
         row["test/mIoU_ci_low"], row["test/mIoU_ci_high"] = group.miou_ci
-        row |= _difference_columns("diff_vs_best", group.diff, group.verdict == "best")
+        row |= _difference_columns("diff_vs_best", group.diff, group.verdict == "best", group.p_holm)
         row["verdict"] = group.verdict
+        row["decided_after_seeds"] = "" if group.decided_after is None else group.decided_after
         if report.rare_class is not None:
-            row |= _difference_columns(f"rare_iou_{report.rare_class}_diff_vs_best", group.rare_diff, group.verdict == "best")
+            rare = f"test/iou/{report.rare_class}"
+            row[f"{rare}_ci_low"], row[f"{rare}_ci_high"] = group.rare_ci
+            row |= _difference_columns(f"{rare}_diff_vs_best", group.rare_diff, group.verdict == "best")
         row |= {"converge_never": group.never_converged, "converge_threshold": report.threshold}
         rows.append(row)
     return rows
@@ -101,7 +113,7 @@ def _columns(report: Report, compact: bool = False) -> list[tuple[str, Any]]:
         ("group", shown_label),
         ("seeds" if compact else "seeds done", lambda group: f"{len(group.finished)}/{len(group.jobs)}"),
         ("test mIoU" if compact else "test mIoU [95% CI]", lambda g: _counted(g, "test/mIoU", _miou_cell(g, compact))),
-        ("vs best" if compact else "paired diff vs best [95% CI]", lambda group: _diff_cell(group, compact)),
+        ("vs best" if compact else "paired diff vs best [95% CI] Holm p", lambda group: _diff_cell(group, compact)),
         *((name if compact else f"IoU {name}", detail(f"test/iou/{name}")) for name in report.class_names),
         ("pixel acc", detail("test/pixel_acc")),
         ("boundary F1", detail("test/boundary_f1")),
@@ -114,6 +126,45 @@ def _columns(report: Report, compact: bool = False) -> list[tuple[str, Any]]:
 def _is_best(report: Report, group: Group) -> bool:
     """The best group of the sweep (of its rarity level, in a rarity sweep)."""
     return group.verdict == "best" and not math.isnan(group.mean("test/mIoU"))
+
+
+def adaptive_lines(report: Report) -> list[str]:
+    """An adaptive design's outcome: after how many seeds each group was decided, and the runs it saved."""
+    design = report.adaptive
+    lines = []
+    for group in report.groups:
+        seeds = len(group.finished)
+        if group.decided_after is not None:
+            lines.append(f"`{shown_label(group)}`: {group.verdict}, decided after {group.decided_after} seeds")
+        else:
+            lines.append(f"`{shown_label(group)}`: {group.verdict}, not decided after {seeds} seeds")
+    largest = max(design.stages)
+    lines.append(
+        f"{design.runs()} runs over {design.looks_done} of {design.looks} looks; {design.runs_saved()} fewer than "
+        f"{largest} seeds for every group ({largest * len(design.seeds)} runs)"
+    )
+    return lines
+
+
+def guarantee(report: Report) -> str:
+    """What the intervals and verdicts promise, and under which assumptions: one paragraph of report.md."""
+    family = f"the groups of one `{report.stratum_key}` level" if report.stratum_key else "the groups"
+    looks = (
+        f" This adaptive design looked {report.looks} times (stages {report.adaptive.stages}) and tested at "
+        f"{report.alpha:g}/{report.looks} each time, so stopping early does not make `worse` easier."
+        if report.adaptive is not None
+        else ""
+    )
+    return (
+        "Uncertainty: each [95% CI] covers its true value (the mean over seeds and over test sets drawn like this one) "
+        "in 95% of studies: a t-interval over the seeds, with the test images' sampling variance (from "
+        "`test_image_counts.npz`) added once; the paired difference compares runs of the same seed. A group is "
+        f"`worse` when its Holm-adjusted p (over every pair of {family}) is at most {report.alpha:g}: the chance that any "
+        f"group as good as the best is called `worse` is at most {report.alpha:g} for the whole table, whichever group the "
+        "data made best; otherwise `indistinguishable`. Assumed: seeds independent, per-seed differences roughly "
+        f"normal (a seed that fails outright makes them bimodal).{looks} (n=k/m) marks a mean over k of the m "
+        "finished seeds (the others recorded NaN)."
+    )
 
 
 def markdown(report: Report, sections: Sequence[str] = ()) -> str:
@@ -130,10 +181,7 @@ def markdown(report: Report, sections: Sequence[str] = ()) -> str:
         f"first epoch), averaged over the seeds that reached it; threshold = {report.threshold_note}. Train images to "
         "threshold: the training images seen by then, a sampler's repeats counted, so samplers compare ('-': not recorded).",
         "",
-        "Uncertainty: [95% CI] of test mIoU is a bootstrap over seeds and test images (per-image intersection and union "
-        "counts, `test_image_counts.npz`); the paired difference to the best group compares runs of the same seed "
-        "(same initial weights and data order). `worse`: the whole interval is below 0; `indistinguishable`: it includes 0. "
-        "(n=k/m) marks a mean over k of the m finished seeds (the others recorded NaN).",
+        guarantee(report),
         "",
         "| " + " | ".join(header for header, _ in columns) + " |",
         "|" + "---|" * len(columns),
@@ -145,6 +193,8 @@ def markdown(report: Report, sections: Sequence[str] = ()) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if sections:
         lines += ["", *sections]
+    if report.adaptive is not None:
+        lines += ["", "## Adaptive seeds", "", *(f"- {line}" for line in adaptive_lines(report))]
     lines += ["", "## Failed or missing jobs", ""]
     lines += [f"- `{job.name}`: {job.error}" for job in report.failed] or ["None: every job finished."]
     plots = {name: path for name, path in report.paths.items() if path.suffix == ".png"}
@@ -187,6 +237,9 @@ def print_report(report: Report, console: Console | None = None, tables: Sequenc
     console.print(report.headline.replace("`", ""), highlight=False)
     for job in report.failed:
         console.print(f"[red]not finished[/red] {job.name}: {job.error}", markup=True, highlight=False)
+    if report.adaptive is not None:
+        for line in adaptive_lines(report):
+            console.print(f"adaptive seeds: {line.replace('`', '')}", highlight=False)
     for note in report.notes:
         console.print(f"note: {note}", highlight=False)
     if report.paths:

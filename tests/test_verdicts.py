@@ -1,4 +1,4 @@
-"""The report's uncertainty: per-image counts, the (seed, image) bootstrap, paired differences and verdicts."""
+"""The report's uncertainty in use: per-image counts, intervals, Holm-adjusted verdicts, adaptive designs, report.csv."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ import yaml
 from segsweep.models.image_counts import ImageIntersectionUnion
 from segsweep.models.metrics import confusion_matrix, iou_from_confusion
 from segsweep.runs.image_counts import read_image_counts, write_image_counts
-from segsweep.sweep.bootstrap import SeedResult, group_interval, mean_band, paired_difference, seeds_needed
+from segsweep.sweep.intervals import SeedResult, group_estimate, mean_band, metric_and_influence, paired_estimate
+from segsweep.sweep.simulation import REGIMES, simulate_counts
 from segsweep.sweep.summary import summarize
 from segsweep.sweep.tables import to_csv
+from segsweep.sweep.verdicts import compare_to_best, holm, seeds_needed, worse_flags
 
 CLASSES = ["background", "road", "car", "pedestrian"]
 
@@ -66,34 +68,58 @@ def _seeds(values_by_seed: dict[str, list[float]]) -> dict[str, SeedResult]:
 def test_a_clear_lead_is_worse_beyond_the_uncertainty():
     best = _seeds({"1": [0.9, 0.92, 0.88, 0.91], "2": [0.91, 0.9, 0.89, 0.9], "3": [0.9, 0.9, 0.9, 0.92]})
     other = _seeds({"1": [0.7, 0.72, 0.68, 0.71], "2": [0.69, 0.7, 0.7, 0.71], "3": [0.72, 0.7, 0.7, 0.69]})
-    diff = paired_difference(other, best)
+    diff = paired_estimate(other, best)
     assert diff is not None
     assert diff.mean == pytest.approx(-0.2, abs=0.01)
     assert diff.high < 0
-    assert diff.verdict == "worse"
-    low, high = group_interval(best)
-    assert low <= 0.9025 <= high  # the mean over the three seeds lies in its interval
-    assert high - low < 0.05
+    [(estimate, p_holm, verdict)] = compare_to_best([best, other])
+    assert verdict == "worse" and p_holm < 0.05 and estimate.mean == diff.mean
+    group = group_estimate(best)
+    assert group.low <= 0.9025 <= group.high  # the mean over the three seeds lies in its interval
+    assert group.high - group.low < 0.05
 
 
 def test_a_difference_within_the_noise_is_indistinguishable_and_more_seeds_are_suggested():
     best = _seeds({"1": [0.8, 0.9], "2": [0.7, 0.6], "3": [0.9, 0.8]})
     other = _seeds({"1": [0.78, 0.86], "2": [0.72, 0.66], "3": [0.86, 0.8]})
-    diff = paired_difference(other, best)
+    [(diff, _, verdict)] = compare_to_best([best, other])
     assert diff.low < 0 < diff.high
-    assert diff.verdict == "indistinguishable"
-    needed = seeds_needed([-0.03, 0.04, -0.02])
+    assert verdict == "indistinguishable"
+    needed = seeds_needed(diff, comparisons=1)
     assert needed is None or needed > 3
-    assert seeds_needed([-0.02, -0.03, -0.025]) == 3
-    assert seeds_needed([0.0]) is None
+    steady = paired_estimate(_seeds({"1": [0.5], "2": [0.6], "3": [0.7]}), _seeds({"1": [0.52], "2": [0.63], "3": [0.725]}))
+    assert seeds_needed(steady, comparisons=1) == 3
+    assert seeds_needed(paired_estimate(_seeds({"1": [0.5]}), _seeds({"1": [0.6]})), comparisons=1) is None
 
 
-def test_image_sampling_alone_gives_an_interval_for_one_seed():
+def test_one_seed_has_no_interval_with_or_without_counts():
     only = _seeds({"1": [0.5, 0.9, 0.7, 0.6, 0.8]})
-    low, high = group_interval(only)
-    assert low < 0.7 < high
-    no_counts = {"1": SeedResult("1", 0.7)}
-    assert all(math.isnan(value) for value in group_interval(no_counts))
+    assert math.isnan(group_estimate(only).low)  # training noise cannot be estimated from one run
+    assert math.isnan(group_estimate({"1": SeedResult("1", 0.7)}).high)
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order():
+    adjusted = holm(np.array([0.01, 0.04, 0.03, 0.005]))
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm(np.array([0.2, np.nan])) == pytest.approx([0.4, 1.0])  # a comparison without an interval counts as 1
+    np.testing.assert_allclose(holm(np.array([[0.01, 0.5], [0.5, 0.01]])), [[0.02, 0.5], [0.5, 0.02]])
+
+
+def test_the_report_path_gives_the_verdicts_of_the_simulation_rule():
+    intersection, union = simulate_counts(REGIMES["training noise dominant"], 6, 4, [0.0, 0.0, -0.4, -0.2], seed=3)
+    values, influence = metric_and_influence(intersection, union)
+    flags = worse_flags(values, influence)
+    for study in range(6):
+        groups = [
+            {
+                str(s): SeedResult(str(s), float(values[study, g, s]), intersection[study, g, s], union[study, g, s])
+                for s in range(4)
+            }
+            for g in range(4)
+        ]
+        order = np.argsort(-values[study].mean(axis=-1), kind="stable")
+        verdicts = compare_to_best([groups[g] for g in order])
+        assert [verdict == "worse" for *_, verdict in verdicts] == list(flags[study, order[1:]])
 
 
 def test_the_mean_band_is_a_t_interval():
@@ -159,8 +185,9 @@ def test_a_fabricated_sweep_gets_intervals_verdicts_and_nan_counts(tmp_path):
         assert column in rows[0], column
     assert [row["verdict"] for row in rows] == ["best", "worse"]
     assert float(rows[1]["diff_vs_best_ci_high"]) < 0
-    assert float(rows[0]["test/mIoU_ci_low"]) <= float(rows[0]["test_mIoU_mean"]) <= float(rows[0]["test/mIoU_ci_high"])
-    assert rows[1]["test_iou_pedestrian_n"] == "2"
+    assert float(rows[0]["test/mIoU_ci_low"]) <= float(rows[0]["test/mIoU"]) <= float(rows[0]["test/mIoU_ci_high"])
+    assert rows[1]["test/iou/pedestrian_n"] == "2"
+    assert float(rows[1]["diff_vs_best_p_holm"]) <= 0.05
 
 
 def test_an_undecided_sweep_suggests_a_rerun_command(tmp_path):
@@ -171,7 +198,7 @@ def test_an_undecided_sweep_suggests_a_rerun_command(tmp_path):
     (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": ["experiment=loss_comparison"]}}}))
     report = summarize(tmp_path)
     assert report.groups[1].verdict == "indistinguishable"
-    assert "cannot be told apart" in report.headline
+    assert "3 seeds cannot tell the two apart" in report.headline
     # per-seed differences -0.02, +0.03, -0.04: mean -0.01, std 0.036, so about 50 seeds
     assert 40 < report.seeds_suggested < 70
     assert f"seed=range(1,{report.seeds_suggested + 1})" in report.rerun_command
