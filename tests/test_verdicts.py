@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import yaml
 from segsweep.models.image_counts import ImageIntersectionUnion
 from segsweep.models.metrics import confusion_matrix, iou_from_confusion
 from segsweep.runs.image_counts import read_image_counts, write_image_counts
+from segsweep.sweep.adaptive import Design, check_stages, next_groups, read_design, write_design
 from segsweep.sweep.intervals import SeedResult, group_estimate, mean_band, metric_and_influence, paired_estimate
 from segsweep.sweep.simulation import REGIMES, simulate_counts
 from segsweep.sweep.summary import summarize
@@ -242,3 +244,36 @@ def test_a_two_axis_imbalance_sweep_compares_within_each_rarity_and_draws_imbala
     assert "Degrades least as pedestrian gets rarer: `strategy=dice`" in report.headline
     assert (tmp_path / "imbalance.png").is_file()
     assert "imbalance" in report.paths
+
+
+def _documented_columns() -> list[re.Pattern]:
+    """The column patterns of README's report.csv table (`<x>` stands for any name, `...` for the row's first)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### report.csv", 1)[1].split("\n## ", 1)[0]
+    patterns = []
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        names = re.findall(r"`([^`]+)`", line.split("|")[1])
+        for name in names:
+            full = names[0] + name[3:] if name.startswith("...") else name
+            patterns.append(re.compile(re.sub(r"<[^>]+>", ".+", re.escape(full).replace(r"\<", "<").replace(r"\>", ">")) + "$"))
+    return patterns
+
+
+def test_every_report_csv_column_is_documented_in_the_readme(tmp_path):
+
+    for seed in (1, 2, 3):
+        for loss, value in (("dice", 0.9), ("ce", 0.6)):
+            iou = np.full((4, 4), value + 0.01 * seed)
+            _job(tmp_path, loss, seed, iou.tolist(), {"test/mIoU": value + 0.01 * seed, "test/iou/pedestrian": value})
+
+    write_design(tmp_path, Design(stages=[3, 5], alpha=0.05, looks_done=1, decided={"loss=ce": 3}, seeds={"loss=ce": 3}))
+    report = summarize(tmp_path)
+    assert report.rare_class == "pedestrian" and report.adaptive is not None
+    columns = next(csv.reader(to_csv(report).splitlines()))
+    patterns = _documented_columns()
+    undocumented = [column for column in columns if not any(pattern.match(column) for pattern in patterns)]
+    assert not undocumented
+    assert read_design(tmp_path).decided == {"loss=ce": 3} and check_stages([3, 5]) == [3, 5]
+    assert next_groups({"loss=dice": "best", "loss=ce": "worse"}, report.adaptive) == []
