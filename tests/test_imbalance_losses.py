@@ -8,12 +8,8 @@ import torch
 from monai.losses import GeneralizedDiceLoss as MonaiGeneralizedDice
 from monai.losses import TverskyLoss as MonaiTversky
 
-from segsweep.models.generalized_dice import GeneralizedDiceLoss
-from segsweep.models.losses import DiceLoss
-from segsweep.models.lovasz import LovaszSoftmaxLoss
+from segsweep.models.losses import DiceLoss, GeneralizedDiceLoss, LovaszSoftmaxLoss, TopKCrossEntropyLoss, TverskyLoss
 from segsweep.models.metrics import confusion_matrix, iou_from_confusion
-from segsweep.models.topk import TopKCrossEntropyLoss
-from segsweep.models.tversky import TverskyLoss
 
 NEW_LOSSES = (
     lambda: LovaszSoftmaxLoss(),

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from segsweep.data.classes import IGNORE_INDEX
-from segsweep.models.losses import _prepare, _register_class_weights
+from segsweep.models.losses.utils import prepare_inputs, register_class_weights
 
 
 def lovasz_grad(foreground_sorted: Tensor) -> Tensor:
@@ -54,13 +54,13 @@ class LovaszSoftmaxLoss(nn.Module):
         ignore_index: int = IGNORE_INDEX,
     ) -> None:
         super().__init__()
-        _register_class_weights(self, class_weights)
+        register_class_weights(self, class_weights)
         self.per_image = per_image
         self.ignore_index = ignore_index
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            logits, weights, valid, safe_target = _prepare(logits, target, self.class_weights, self.ignore_index)
+            logits, weights, valid, safe_target = prepare_inputs(logits, target, self.class_weights, self.ignore_index)
             probs = logits.softmax(dim=1).movedim(1, -1)  # [B, H, W, C]
             if self.per_image:
                 losses = [lovasz_softmax_flat(p[v], t[v], weights) for p, t, v in zip(probs, safe_target, valid)]
