@@ -107,12 +107,18 @@ def test_absent_classes_and_ignored_pixels(make):
     target = target.masked_fill(target == 3, 1)  # class 3 absent
     target[:, :4] = 255  # ignored rows
     loss = make()(logits, target)
+    loss.backward()
     assert torch.isfinite(loss)
+    assert torch.isfinite(logits.grad).all()  # an absent class's infinite Generalized Dice weight made every one NaN
     changed = logits.detach().clone()
     changed[:, :, :4] = torch.randn_like(changed[:, :, :4]) * 10  # logits of ignored pixels do not matter
     assert float(make()(changed, target)) == pytest.approx(float(loss), abs=1e-5)
     everything_ignored = torch.full_like(target, 255)
-    assert float(make()(logits, everything_ignored)) == pytest.approx(0.0, abs=1e-6)
+    logits.grad = None
+    nothing = make()(logits, everything_ignored)
+    nothing.backward()
+    assert float(nothing) == pytest.approx(0.0, abs=1e-6)
+    assert torch.isfinite(logits.grad).all()
 
 
 @pytest.mark.parametrize("make", NEW_LOSSES)

@@ -65,8 +65,9 @@ class GeneralizedDiceLoss(nn.Module):
             logits, _, valid, safe_target = prepare_inputs(logits, target, None, self.ignore_index)
             counts = soft_counts(logits, safe_target, valid, self.batch)
             true_positive, false_positive, false_negative = counts.true_positive, counts.false_positive, counts.false_negative
-            truth = true_positive + false_negative
-            weights = torch.reciprocal(truth * truth)
+            # from the target's pixel counts, which carry no gradient (as MONAI): TP + FN is the same number but
+            # differentiable, and the infinite weight of an absent class would make every gradient NaN through it
+            weights = torch.reciprocal(counts.actual * counts.actual)
             absent = torch.isinf(weights)
             weights = weights.masked_fill(absent, 0.0)
             weights = weights + absent * weights.amax(dim=-1, keepdim=True)
