@@ -45,6 +45,16 @@ def test_lovasz_per_image_is_the_mean_of_single_image_losses():
     assert float(loss(logits, target).detach()) == pytest.approx(float(torch.stack(singles).mean().detach()), rel=1e-6)
 
 
+def test_lovasz_per_image_leaves_fully_ignored_images_out_of_the_mean():
+    logits, target = batch()
+    target[1] = 255  # the middle image has no valid pixel: no loss, not a loss of 0
+    kept = [LovaszSoftmaxLoss()(logits[i : i + 1], target[i : i + 1]) for i in (0, 2)]
+    loss = LovaszSoftmaxLoss(per_image=True)(logits, target)
+    assert float(loss.detach()) == pytest.approx(float(torch.stack(kept).mean().detach()), rel=1e-6)
+    loss.backward()
+    assert torch.isfinite(logits.grad).all() and not logits.grad[1].any()
+
+
 @pytest.mark.parametrize(("alpha", "beta"), [(0.3, 0.7), (0.5, 0.5), (0.9, 0.1)])
 def test_tversky_equals_monai(alpha, beta):
     logits, target = batch()
