@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import pickle
+import shutil
 import struct
 import zlib
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
 from segsweep.app.build import load_module
+from segsweep.app.resume import saved_config
 from segsweep.inference import sliding_window_argmax, sliding_window_inference
 from segsweep.report import build_report
 from segsweep.runs.allowlist import (
@@ -350,6 +352,21 @@ def test_a_checkpoint_saved_before_the_losses_moved_evaluates_as_it_did(fast_run
     recorded = read_metrics(fast_run)["test"]
     for name in ("test/mIoU", "test/loss"):
         assert metrics[name] == pytest.approx(recorded[name], abs=1e-6), name
+
+
+def test_a_run_dir_from_before_the_losses_moved_continues_with_the_new_paths(fast_run, tmp_path, make_config):
+    """Resuming reads the run's .hydra/config.yaml, or its last.ckpt's config: either may name an old loss path."""
+    make_config()  # the hydra: interpolations of .hydra/config.yaml resolve inside a run, as a resume is
+    old, new = "segsweep.models.losses.CrossEntropyLoss", "segsweep.models.losses.cross_entropy.CrossEntropyLoss"
+    records = tmp_path / "records"
+    shutil.copytree(fast_run / ".hydra", records / ".hydra")
+    config = records / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace(new, old))
+    from_checkpoint = tmp_path / "checkpoint"
+    checkpoint_naming(fast_run, from_checkpoint / "checkpoints" / "last.ckpt", {"_target_": old})
+    for run in (records, from_checkpoint):
+        cfg, _ = saved_config(run)
+        assert cfg.loss._target_ == new, run
 
 
 @pytest.mark.parametrize(
