@@ -1,9 +1,10 @@
 """Segmentation losses with one call signature: ``loss(logits [B,C,H,W], target [B,H,W] long) -> scalar``.
 
-Every loss takes ``ignore_index`` and (but Generalized Dice, whose weights are its own) ``class_weights`` of length C,
-and computes in float32 even under fp16/bf16 autocast, because sums over many pixels overflow or lose precision in
-half. One family a module; the shared input handling and soft counting live in ``utils``. This face re-exports them;
-configs name the defining module (``segsweep.models.losses.dice.DiceLoss``), which is what the allowlist checks.
+Every loss takes ``ignore_index`` and, except Generalized Dice (whose weights are its own), ``class_weights`` of
+length C, and computes in float32 even under fp16/bf16 autocast, because sums over many pixels overflow or lose
+precision in half. One family a module; the shared input handling and soft counting live in ``utils``. This face
+re-exports them for code; configs name the defining module (``segsweep.models.losses.dice.DiceLoss``), because the
+allowlist admits a class only where it is defined (runs/allowlist.MOVED_TARGETS maps the paths of before this layout).
 """
 
 from segsweep.models.losses.cross_entropy import CrossEntropyLoss, TopKCrossEntropyLoss

@@ -65,7 +65,7 @@ class GeneralizedDiceLoss(nn.Module):
             logits, _, valid, safe_target = prepare_inputs(logits, target, None, self.ignore_index)
             counts = soft_counts(logits, safe_target, valid, self.batch)
             true_positive, false_positive, false_negative = counts.true_positive, counts.false_positive, counts.false_negative
-            # from the target's pixel counts, which carry no gradient (as MONAI): TP + FN is the same number but
+            # from the target's pixel counts, which carry no gradient (as MONAI): TP + FN is that count too, but
             # differentiable, and the infinite weight of an absent class would make every gradient NaN through it
             weights = torch.reciprocal(counts.actual * counts.actual)
             absent = torch.isinf(weights)
