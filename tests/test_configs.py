@@ -76,7 +76,7 @@ def sweeper_of(make_config, *overrides: str) -> tuple:
 def test_optuna_dice_ce_is_optuna_with_its_own_loss_search_space_and_study(make_config):
     _, focal = sweeper_of(make_config, "hparams_search=optuna")
     cfg, dice_ce = sweeper_of(make_config, "hparams_search=optuna_dice_ce")
-    assert cfg.loss._target_ == "segsweep.models.losses.DiceCELoss"
+    assert cfg.loss._target_ == "segsweep.models.losses.dice.DiceCELoss"
     assert set(focal["params"]) == {"optimizer.lr", "optimizer.weight_decay", "loss.gamma"}
     assert set(dice_ce["params"]) == {"optimizer.lr", "loss.dice_weight", "loss.ce_weight"}
     assert dice_ce["study_name"] == "segsweep_dice_ce"

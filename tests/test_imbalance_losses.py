@@ -8,12 +8,8 @@ import torch
 from monai.losses import GeneralizedDiceLoss as MonaiGeneralizedDice
 from monai.losses import TverskyLoss as MonaiTversky
 
-from segsweep.models.generalized_dice import GeneralizedDiceLoss
-from segsweep.models.losses import DiceLoss
-from segsweep.models.lovasz import LovaszSoftmaxLoss
+from segsweep.models.losses import DiceLoss, GeneralizedDiceLoss, LovaszSoftmaxLoss, TopKCrossEntropyLoss, TverskyLoss
 from segsweep.models.metrics import confusion_matrix, iou_from_confusion
-from segsweep.models.topk import TopKCrossEntropyLoss
-from segsweep.models.tversky import TverskyLoss
 
 NEW_LOSSES = (
     lambda: LovaszSoftmaxLoss(),
@@ -47,6 +43,16 @@ def test_lovasz_per_image_is_the_mean_of_single_image_losses():
     loss = LovaszSoftmaxLoss(per_image=True)
     singles = [LovaszSoftmaxLoss()(logits[i : i + 1], target[i : i + 1]) for i in range(3)]
     assert float(loss(logits, target).detach()) == pytest.approx(float(torch.stack(singles).mean().detach()), rel=1e-6)
+
+
+def test_lovasz_per_image_leaves_fully_ignored_images_out_of_the_mean():
+    logits, target = batch()
+    target[1] = 255  # the middle image has no valid pixel: no loss, not a loss of 0
+    kept = [LovaszSoftmaxLoss()(logits[i : i + 1], target[i : i + 1]) for i in (0, 2)]
+    loss = LovaszSoftmaxLoss(per_image=True)(logits, target)
+    assert float(loss.detach()) == pytest.approx(float(torch.stack(kept).mean().detach()), rel=1e-6)
+    loss.backward()
+    assert torch.isfinite(logits.grad).all() and not logits.grad[1].any()
 
 
 @pytest.mark.parametrize(("alpha", "beta"), [(0.3, 0.7), (0.5, 0.5), (0.9, 0.1)])
@@ -111,12 +117,18 @@ def test_absent_classes_and_ignored_pixels(make):
     target = target.masked_fill(target == 3, 1)  # class 3 absent
     target[:, :4] = 255  # ignored rows
     loss = make()(logits, target)
+    loss.backward()
     assert torch.isfinite(loss)
+    assert torch.isfinite(logits.grad).all()  # an absent class's infinite Generalized Dice weight made every one NaN
     changed = logits.detach().clone()
     changed[:, :, :4] = torch.randn_like(changed[:, :, :4]) * 10  # logits of ignored pixels do not matter
     assert float(make()(changed, target)) == pytest.approx(float(loss), abs=1e-5)
     everything_ignored = torch.full_like(target, 255)
-    assert float(make()(logits, everything_ignored)) == pytest.approx(0.0, abs=1e-6)
+    logits.grad = None
+    nothing = make()(logits, everything_ignored)
+    nothing.backward()
+    assert float(nothing) == pytest.approx(0.0, abs=1e-6)
+    assert torch.isfinite(logits.grad).all()
 
 
 @pytest.mark.parametrize("make", NEW_LOSSES)

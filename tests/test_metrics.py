@@ -161,6 +161,15 @@ def test_shift_by_one_pixel_hand_computed(reduction: str) -> None:
     assert bf1(shifted, target, tolerance=1, reduction=reduction).item() == 1.0
 
 
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_tolerance_is_inclusive_at_the_exact_euclidean_distance(reduction: str) -> None:
+    """A boundary pixel at distance exactly `tolerance` is matched: one-pixel regions 5 px apart (a 3-4-5 offset)."""
+    target, preds = torch.zeros(2, 1, 16, 16, dtype=torch.long)
+    target[0, 4, 4], preds[0, 7, 8] = 1, 1
+    assert bf1(preds, target, tolerance=5, average="none", reduction=reduction)[1].item() == 1.0
+    assert bf1(preds, target, tolerance=4, average="none", reduction=reduction)[1].item() == 0.0
+
+
 def test_precision_and_recall_counted_separately():
     target = square_scene(side=4)
     bigger = square_scene(side=5)

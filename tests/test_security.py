@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import pickle
+import shutil
 import struct
 import zlib
 from collections.abc import Callable
@@ -21,21 +22,24 @@ from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
 from segsweep.app.build import load_module
+from segsweep.app.resume import saved_config
 from segsweep.inference import sliding_window_argmax, sliding_window_inference
 from segsweep.report import build_report
 from segsweep.runs.allowlist import (
     ALLOWED_PACKAGES,
     ALLOWED_TARGETS,
+    MOVED_TARGETS,
     UnsafeConfigError,
     check_config,
     check_saved_config,
     config_targets,
     is_allowed,
+    renamed_targets,
 )
 from segsweep.runs.checkpoint import CheckpointError
 from segsweep.runs.images import ImageError, read_image
 
-from .conftest import REPO_ROOT, run_module
+from .conftest import REPO_ROOT, read_metrics, run_module
 from .test_inference import CASES, conv_model, pointwise
 from .test_report import fake_job
 
@@ -67,7 +71,7 @@ def test_every_target_under_conf_is_allowed_and_the_list_holds_nothing_else():
         "segsweep.data.datamodule.SceneDataModule",
         "segsweep.models.nets.unet.UNet",
         "segsweep.models.nets.torchvision_models.DeepLabV3",
-        "segsweep.models.losses.DiceCELoss",
+        "segsweep.models.losses.dice.DiceCELoss",
     ],
 )
 def test_project_classes_are_allowed_by_where_they_are_defined(target):
@@ -79,7 +83,7 @@ def test_project_classes_are_allowed_by_where_they_are_defined(target):
     [
         "torch.load",
         "builtins.open",
-        "segsweep.models.losses.torch.load",  # resolves through an allowed module to an import
+        "segsweep.models.losses.dice.torch.load",  # resolves through an allowed module to an import
         "segsweep.data.datamodule.torch.load",
         "segsweep.models.nets.unet.nn.Module",
         "segsweep.data.scenes.generate_scenes",  # a function of an allowed package, not a datamodule
@@ -306,6 +310,80 @@ def test_the_report_leaves_out_a_crafted_checkpoint_and_names_it(fast_run, tmp_p
 def test_an_untouched_checkpoint_still_loads(fast_run):
     module, cfg = load_module(fast_run)
     assert cfg.data._target_ == "segsweep.data.datamodule.SceneDataModule" and not module.training
+
+
+# ---------------------------------------------------------------- checkpoints from before a class moved
+
+
+def test_moved_targets_name_allowed_classes_and_their_old_paths_are_not_allowed_as_written():
+    for old, new in MOVED_TARGETS.items():
+        assert is_allowed(new), new
+        assert not is_allowed(old), old  # the old path loads only through the table, as exactly its new class
+    node = {"loss": {"_target_": "segsweep.models.tversky.TverskyLoss"}, "x": [{"_target_": "torch.optim.Adam"}]}
+    assert renamed_targets(node) == {"loss": {"_target_": "segsweep.models.losses.tversky.TverskyLoss"}, "x": node["x"]}
+    assert node["loss"]["_target_"] == "segsweep.models.tversky.TverskyLoss"  # a copy: the input is kept
+
+
+def checkpoint_naming(fast_run: Path, path: Path, loss: dict[str, Any]) -> Path:
+    """The fast run's best.ckpt with its saved loss node replaced, as a run of an older segsweep would have saved it."""
+    checkpoint = torch.load(fast_run / "checkpoints" / "best.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["config"]["loss"] = loss
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.mark.parametrize("old", MOVED_TARGETS)
+def test_a_checkpoint_naming_an_old_loss_path_loads_with_the_new_class(fast_run, tmp_path, old):
+    module, cfg = load_module(checkpoint_naming(fast_run, tmp_path / "best.ckpt", {"_target_": old}))
+    assert cfg.loss._target_ == MOVED_TARGETS[old]
+    assert f"{type(module.loss).__module__}.{type(module.loss).__name__}" == MOVED_TARGETS[old]
+    logits = module(torch.rand(2, 3, 32, 32))
+    assert torch.isfinite(module.loss(logits, logits.argmax(1)))
+
+
+def test_a_checkpoint_saved_before_the_losses_moved_evaluates_as_it_did(fast_run, tmp_path):
+    """The fast run's checkpoint as the segsweep before models/losses/ wrote it: eval reproduces its test metrics."""
+    old = {"_target_": "segsweep.models.losses.CrossEntropyLoss", "class_weights": None, "label_smoothing": 0.0}
+    checkpoint_naming(fast_run, tmp_path / "run" / "checkpoints" / "best.ckpt", old)
+    (tmp_path / "run" / "metrics.json").write_text((fast_run / "metrics.json").read_text())
+    run_module("segsweep.eval", f"ckpt_path={tmp_path / 'run'}", f"hydra.run.dir={tmp_path / 'eval'}")
+    metrics = json.loads((tmp_path / "eval" / "eval.json").read_text())["metrics"]
+    recorded = read_metrics(fast_run)["test"]
+    for name in ("test/mIoU", "test/loss"):
+        assert metrics[name] == pytest.approx(recorded[name], abs=1e-6), name
+
+
+def test_a_run_dir_from_before_the_losses_moved_continues_with_the_new_paths(fast_run, tmp_path, make_config):
+    """Resuming reads the run's .hydra/config.yaml, or its last.ckpt's config: either may name an old loss path."""
+    make_config()  # the hydra: interpolations of .hydra/config.yaml resolve inside a run, as a resume is
+    old, new = "segsweep.models.losses.CrossEntropyLoss", "segsweep.models.losses.cross_entropy.CrossEntropyLoss"
+    records = tmp_path / "records"
+    shutil.copytree(fast_run / ".hydra", records / ".hydra")
+    config = records / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace(new, old))
+    from_checkpoint = tmp_path / "checkpoint"
+    checkpoint_naming(fast_run, from_checkpoint / "checkpoints" / "last.ckpt", {"_target_": old})
+    for run in (records, from_checkpoint):
+        cfg, _ = saved_config(run)
+        assert cfg.loss._target_ == new, run
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "segsweep.models.tversky.soft_counts",  # an old module's function, never a moved class
+        "segsweep.models.losses._prepare",
+        "segsweep.models.losses.torch.load",
+        "segsweep.models.losses.dice.soft_counts",  # imported into a loss module, not a loss
+        "segsweep.models.losses.DiceLoss.forward",
+    ],
+)
+def test_a_checkpoint_naming_anything_else_near_the_losses_is_refused(fast_run, tmp_path, target):
+    checkpoint = checkpoint_naming(fast_run, tmp_path / "best.ckpt", {"_target_": target})
+    with pytest.raises(UnsafeConfigError) as error:
+        load_module(checkpoint)
+    assert str(error.value).startswith(f"{checkpoint}: config key loss._target_ names {target}, ")
 
 
 # ---------------------------------------------------------------- decompression bombs

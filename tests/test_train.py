@@ -62,7 +62,7 @@ def test_tensorboard_has_scalars_images_and_hparams(fast_run):
     assert image.width > 3 * 32 and image.height > 32  # input / truth / prediction columns
     session = plugin_data_pb2.HParamsPluginData.FromString(run["hparams"]["_hparams_/session_start_info"]).session_start_info
     assert session.hparams["model/base_channels"].number_value == 16
-    assert session.hparams["loss/_target_"].string_value == "segsweep.models.losses.CrossEntropyLoss"
+    assert session.hparams["loss/_target_"].string_value == "segsweep.models.losses.cross_entropy.CrossEntropyLoss"
     assert {"hp/test/mIoU", "hp/val/mIoU_best", "hp/test/iou/pedestrian"} <= run["scalars"]
 
 

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segsweep.models.class_weights import compute_class_weights
 from segsweep.models.module import SegmentationModule
-from segsweep.runs.allowlist import check_saved_config
+from segsweep.runs.allowlist import check_saved_config, renamed_targets
 from segsweep.runs.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from segsweep.runs.cli import USER_ERRORS
 
@@ -75,7 +75,9 @@ def _load_module(path: str | Path, datamodule: Any | None) -> tuple[Segmentation
     saved = (checkpoint.get("hyper_parameters") or {}).get("config")
     if not saved or not isinstance(saved, dict):
         raise CheckpointError(f"{path}: checkpoint has no saved config (hyper_parameters.config)")
-    # instantiating the saved config runs whatever its _target_s name: refuse all but the allowlist first
+    # a checkpoint from before a class moved names its old path; then instantiating the saved config runs whatever
+    # its _target_s name: refuse all but the allowlist first
+    saved = renamed_targets(saved)
     check_saved_config(saved, str(path))
     cfg = OmegaConf.create(saved)
     datamodule = datamodule or instantiate(cfg.data)

@@ -9,7 +9,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from segsweep.app.rundir import RECORDS, has_run_records
-from segsweep.runs.allowlist import check_config, check_saved_config
+from segsweep.runs.allowlist import check_config, check_saved_config, renamed_targets
 from segsweep.runs.checkpoint import load_checkpoint
 
 # What a resumed run accepts: how long it trains and how this machine runs and shows it, never what it learns.
@@ -45,13 +45,14 @@ def saved_config(run_dir: str | Path) -> tuple[DictConfig, list[str]] | None:
     run = Path(run_dir)
     records, last = run / RECORDS, run / "checkpoints" / "last.ckpt"
     if has_run_records(run):
-        config = OmegaConf.create(yaml.safe_load((records / "config.yaml").read_text()) or {})
+        # a run from before a class moved names its old path (renamed_targets): it continues with the new one
+        config = OmegaConf.create(renamed_targets(yaml.safe_load((records / "config.yaml").read_text()) or {}))
         # a composed config with its interpolations: checked resolved, like a --config-path from elsewhere
         check_config(config, str(records / "config.yaml"))
         overrides_file = records / "overrides.yaml"
         overrides = (yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else None) or []
     elif last.is_file():
-        saved = (load_checkpoint(last).get("hyper_parameters") or {}).get("config") or {}
+        saved = renamed_targets((load_checkpoint(last).get("hyper_parameters") or {}).get("config") or {})
         # instantiating a config read from a file runs whatever its _target_s name: the allowlist decides first
         check_saved_config(saved, str(last))
         config, overrides = OmegaConf.create(saved), []

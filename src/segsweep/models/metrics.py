@@ -87,7 +87,8 @@ class BoundaryF1(Metric):
     """Boundary F1 score (BF score: Csurka et al., BMVC 2013; MATLAB ``bfscore``; the DAVIS boundary measure).
 
     For every class, a predicted boundary pixel is matched if a ground-truth boundary pixel of the same class lies
-    within `tolerance` pixels (Euclidean distance, inclusive), and vice versa for recall; F1 = 2PR / (P + R).
+    at a Euclidean distance <= `tolerance` pixels (inclusive: at tolerance 2, offsets (2, 0) and (1, 1) match, (2, 1)
+    at 2.24 px does not; tolerance 0 is an exact match), and vice versa for recall; F1 = 2PR / (P + R).
 
     ``reduction="per_image"`` (the published score): P, R and F1 per image and class; a class's score is the mean
     of its per-image F1 over the images where it is defined. Edge cases, per image and class: a boundary in only

@@ -52,7 +52,22 @@ ALLOWED_TARGETS = frozenset(
 # (a new datamodule, network or loss module needs no allowlist edit); values name the base class.
 ALLOWED_PACKAGES = {
     "segsweep.data": ("pytorch_lightning", "LightningDataModule"),
-    "segsweep.models": ("torch.nn", "Module"),  # networks (models.nets) and losses (models.losses and beside it)
+    "segsweep.models": ("torch.nn", "Module"),  # networks (models.nets) and losses (models.losses)
+}
+
+# Classes that moved, by the old path a config saved before the move names -> the path they have now. A saved config
+# is read with the new paths (renamed_targets) and then checked like any other, so an old path can only ever mean
+# its one new class: anything not listed here is checked exactly as written.
+MOVED_TARGETS = {
+    # models/losses.py and its four siblings became the models/losses/ package, one family a module
+    "segsweep.models.losses.CrossEntropyLoss": "segsweep.models.losses.cross_entropy.CrossEntropyLoss",
+    "segsweep.models.losses.FocalLoss": "segsweep.models.losses.focal.FocalLoss",
+    "segsweep.models.losses.DiceLoss": "segsweep.models.losses.dice.DiceLoss",
+    "segsweep.models.losses.DiceCELoss": "segsweep.models.losses.dice.DiceCELoss",
+    "segsweep.models.generalized_dice.GeneralizedDiceLoss": "segsweep.models.losses.dice.GeneralizedDiceLoss",
+    "segsweep.models.topk.TopKCrossEntropyLoss": "segsweep.models.losses.cross_entropy.TopKCrossEntropyLoss",
+    "segsweep.models.tversky.TverskyLoss": "segsweep.models.losses.tversky.TverskyLoss",
+    "segsweep.models.lovasz.LovaszSoftmaxLoss": "segsweep.models.losses.lovasz.LovaszSoftmaxLoss",
 }
 
 # Hydra's instantiate keys besides _target_, with the values that only change how an allowed call is made.
@@ -85,6 +100,19 @@ def is_allowed(target: str) -> bool:
     expected = getattr(importlib.import_module(base[0]), base[1])
     # defined right there: "segsweep.models.losses.torch.load" resolves to torch.load, an import, not a loss
     return isinstance(obj, type) and obj.__module__ == module_name and issubclass(obj, expected)
+
+
+def renamed_targets(node: Any) -> Any:
+    """A copy of a plain nested dict/list config with every ``_target_`` of MOVED_TARGETS replaced by its new path."""
+    if isinstance(node, Mapping):
+        renamed = {key: renamed_targets(value) for key, value in node.items()}
+        target = renamed.get("_target_")
+        if isinstance(target, str) and target in MOVED_TARGETS:
+            renamed["_target_"] = MOVED_TARGETS[target]
+        return renamed
+    if isinstance(node, (list, tuple)):
+        return [renamed_targets(item) for item in node]
+    return node
 
 
 def config_targets(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:

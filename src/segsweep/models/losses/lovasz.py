@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from segsweep.data.classes import IGNORE_INDEX
-from segsweep.models.losses import _prepare, _register_class_weights
+from segsweep.models.losses.utils import prepare_inputs, register_class_weights
 
 
 def lovasz_grad(foreground_sorted: Tensor) -> Tensor:
@@ -43,8 +43,10 @@ def lovasz_softmax_flat(probs: Tensor, labels: Tensor, class_weights: Tensor | N
 
 class LovaszSoftmaxLoss(nn.Module):
     """Lovász-softmax over the softmax probabilities; ``per_image=True`` averages the loss of each image, else one
-    loss over all pixels of the batch. Ignored pixels are left out. With one-hot (hard) probabilities it equals
-    1 - IoU of each present class, averaged: the Jaccard loss it is the convex extension of.
+    loss over all pixels of the batch. Ignored pixels are left out, and with ``per_image`` so is an image whose pixels
+    are all ignored (it has no loss, not a loss of 0); a batch with no valid pixel gives 0 with zero gradients.
+    With one-hot (hard) probabilities it equals 1 - IoU of each present class, averaged: the Jaccard loss it is the
+    convex extension of.
     """
 
     def __init__(
@@ -54,15 +56,17 @@ class LovaszSoftmaxLoss(nn.Module):
         ignore_index: int = IGNORE_INDEX,
     ) -> None:
         super().__init__()
-        _register_class_weights(self, class_weights)
+        register_class_weights(self, class_weights)
         self.per_image = per_image
         self.ignore_index = ignore_index
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            logits, weights, valid, safe_target = _prepare(logits, target, self.class_weights, self.ignore_index)
+            logits, weights, valid, safe_target = prepare_inputs(logits, target, self.class_weights, self.ignore_index)
             probs = logits.softmax(dim=1).movedim(1, -1)  # [B, H, W, C]
             if self.per_image:
-                losses = [lovasz_softmax_flat(p[v], t[v], weights) for p, t, v in zip(probs, safe_target, valid)]
-                return torch.stack(losses).mean()
+                images = [(p[v], t[v]) for p, t, v in zip(probs, safe_target, valid) if v.any()]
+                if not images:
+                    return probs.sum() * 0.0
+                return torch.stack([lovasz_softmax_flat(p, t, weights) for p, t in images]).mean()
             return lovasz_softmax_flat(probs[valid], safe_target[valid], weights)
