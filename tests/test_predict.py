@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+from segsweep.app.sources import parse_size
+from segsweep.data.images import ImageError, read_image
 from segsweep.data.scenes import CLASS_COLORS
 from segsweep.models.metrics import confusion_matrix, iou_from_confusion
-from segsweep.runs.images import ImageError, read_image
-from segsweep.runs.sources import parse_size
 
 from .conftest import run_module
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from segsweep.report import build_report, main
-from segsweep.runs.console import shown_value
+from segsweep.runs.overrides import shown_value
 from segsweep.sweep.search import plot_data, read_search
 from segsweep.sweep.summary import summarize
 

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
 from segsweep.app.build import load_module
+from segsweep.data.images import ImageError, read_image
 from segsweep.inference import sliding_window_argmax, sliding_window_inference
 from segsweep.report import build_report
 from segsweep.runs.allowlist import (
@@ -33,7 +34,6 @@ from segsweep.runs.allowlist import (
     is_allowed,
 )
 from segsweep.runs.checkpoint import CheckpointError
-from segsweep.runs.images import ImageError, read_image
 
 from .conftest import REPO_ROOT, run_module
 from .test_inference import CASES, conv_model, pointwise
