@@ -11,7 +11,7 @@ from segsweep import machine
 from segsweep.app import launch
 from segsweep.app.parallel import GIB, Split, plan_split, with_split
 
-from .conftest import REPO_ROOT, run_module
+from .helpers.commands import REPO_ROOT, run_module
 
 
 @pytest.mark.parametrize(
