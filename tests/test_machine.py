@@ -5,10 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra._internal.core_plugins import basic_launcher
 
+from hydra_plugins.segsweep_plugins.parallel_launcher import ParallelLauncher
 from segsweep import machine
 from segsweep.app.config import validate
-from segsweep.app.parallel import GIB, plan_split
+from segsweep.app.parallel import GIB
 from segsweep.data.folder import FolderDataModule
 
 MEMINFO = "MemTotal:       67108864 kB\nMemFree:         1000 kB\nMemAvailable:   20971520 kB\n"  # 20 GiB available
@@ -91,15 +93,40 @@ def test_the_gpus_come_with_their_free_memory(monkeypatch):
     assert machine.gpus() == [] and machine.gpu_count() == 0
 
 
+class RecordingLauncher:
+    """Stands in for Hydra's BasicLauncher, which ParallelLauncher runs the jobs with when it plans one process."""
+
+    def setup(self, **context: object) -> None:
+        pass
+
+    def launch(self, jobs: list[list[str]], initial_job_idx: int) -> list[list[str]]:
+        return jobs
+
+
 def test_the_launcher_and_the_validation_see_the_same_memory(tmp_path, monkeypatch, make_config):
-    # a container limited to 3 GiB on a host with 20 GiB available
+    # a container limited to 3 GiB on a host with 20 GiB available, 64 cores, no GPU
     limited = fake_machine(tmp_path / "machine", "0::/\n", {"memory.max": f"{4 * GIB}\n", "memory.current": f"{GIB}\n"})
     monkeypatch.setattr(machine, "ROOT", limited)
-    assert plan_split(15, 64, 0, machine.available_memory(), 2.0).processes == 1  # 2 GiB a job: one fits, not ten
+    monkeypatch.setattr(machine, "available_cores", lambda: 64)
+    monkeypatch.setattr(machine, "gpus", lambda: [])
+    monkeypatch.setattr(basic_launcher, "BasicLauncher", RecordingLauncher)
+    jobs = ParallelLauncher(memory_per_job_gb=2.0).launch([[f"seed={seed}"] for seed in range(15)], 0)
+    assert jobs[0] == ["seed=0", "threads=64", "hydra.launcher.processes=1"]  # 2 GiB a job: one fits, not ten
     # 4 bytes a pixel: 4000 scenes of 512 px need 4.2 GB, more than the container's 3.2 GB
     cfg = make_config("data.image_size=512", "data.train_size=3000", "data.val_size=500", "data.test_size=500")
     with pytest.raises(ValueError, match=r"need 4\.2 GB in memory .* but 3\.2 GB is available"):
         validate(cfg)
+
+
+def test_the_launcher_plans_one_process_per_gpu_and_says_what_is_free(monkeypatch, caplog):
+    monkeypatch.setattr(machine, "available_cores", lambda: 8)
+    monkeypatch.setattr(machine, "gpus", lambda: [machine.Gpu(index=0, name="Fake GPU", free=10 * GIB, total=80 * GIB)])
+    monkeypatch.setattr(basic_launcher, "BasicLauncher", RecordingLauncher)
+    with caplog.at_level("INFO"):
+        jobs = ParallelLauncher().launch([["seed=1"], ["seed=2"]], 0)
+    assert jobs[1] == ["seed=2", "threads=8", "hydra.launcher.processes=1"]
+    assert "1 process x 8 thread(s) (8 cores, one GPU each of 1)" in caplog.text
+    assert "GPU 0 (Fake GPU): 10.0 of 80.0 GiB free" in caplog.text
 
 
 def test_folder_workers_follow_the_machines_cores(tmp_path, monkeypatch):
