@@ -11,8 +11,8 @@ from segsweep.report import build_report
 from segsweep.sweep.adaptive import DESIGN_FILE, Design, check_stages, next_groups, read_design, run_design
 from segsweep.sweep.summary import summarize
 
-from .conftest import run_module
-from .test_report import fake_job
+from .helpers.commands import run_module
+from .helpers.outputs import fake_job
 
 # per seed: a clearly worse group, and two that no number of seeds here can tell apart
 VALUES = {

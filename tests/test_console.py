@@ -15,7 +15,7 @@ from segsweep.app.banner import end_line, results_line
 from segsweep.runs.callbacks import recorded_choices
 from segsweep.runs.console import NOISE_MESSAGES, NOISE_WARNINGS, route_to_run_log, significant
 
-from .conftest import run_module
+from .helpers.commands import run_module
 
 FAST = ["debug=fast", "trainer.max_epochs=2"]
 

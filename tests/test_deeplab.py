@@ -16,7 +16,8 @@ from segsweep.data.datamodule import SceneDataModule
 from segsweep.models.nets.torchvision_models import LRASPP, DeepLabV3, hub_checkpoint_path
 from segsweep.models.nets.torchvision_models import LRASPP_MobileNet_V3_Large_Weights as LRASPPWeights
 
-from .conftest import REPO_ROOT, read_metrics, run_module
+from .helpers.commands import REPO_ROOT, run_module
+from .helpers.outputs import read_metrics
 
 
 @pytest.fixture

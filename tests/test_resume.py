@@ -12,7 +12,8 @@ from segsweep.app.rundir import has_run_records
 from segsweep.runs.callbacks import MetricsFile
 from segsweep.runs.record import failed_record, record_path, was_recorded, write_record
 
-from .conftest import read_metrics, run_module
+from .helpers.commands import error_lines, run_module
+from .helpers.outputs import read_metrics
 
 # The run's own overrides: none of them is a default, so a resume that fell back to the defaults would show.
 ORIGINAL = ["debug=fast", "data.train_size=24", "trainer.max_epochs=2", "callbacks.rich_progress_bar=null"]
@@ -31,10 +32,6 @@ def records(run_dir: Path) -> dict[str, bytes]:
 
 def epoch_of(run_dir: Path, name: str) -> int:
     return torch.load(run_dir / "checkpoints" / name, weights_only=True, map_location="cpu")["epoch"]
-
-
-def error_lines(result) -> list[str]:
-    return [line for line in (result.stdout + result.stderr).splitlines() if "failed:" in line]
 
 
 @pytest.mark.slow
@@ -82,7 +79,7 @@ def test_a_later_command_that_fails_keeps_the_completed_record(tmp_path):
     for args, named in commands:
         result = train(run, *args, check=False)
         assert result.returncode == 1
-        (line,) = error_lines(result)
+        (line,) = error_lines(result, "failed:")
         assert named in line and "Traceback" not in result.stdout + result.stderr
     after = read_metrics(run)
     assert after["status"] == "completed" and after["error"] is None

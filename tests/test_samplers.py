@@ -17,7 +17,7 @@ from segsweep.models.module import SegmentationModule
 from segsweep.models.nets.unet import UNet
 from segsweep.runs.callbacks import MetricsFile
 
-from .conftest import read_metrics
+from .helpers.outputs import read_metrics
 
 # 32 train images in batches of 8, of which few have pedestrians: repeat-factor epochs are longer
 TINY_SCENES = {

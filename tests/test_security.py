@@ -1,5 +1,4 @@
-"""Safe inputs: a checkpoint's config may only name allowlisted classes; oversized images are refused before decoding;
-predict's sliding window keeps its memory bounded."""
+"""Safe inputs: a checkpoint's config may only name allowlisted classes; oversized images are refused before decoding."""
 
 from __future__ import annotations
 
@@ -23,7 +22,7 @@ from PIL import Image
 
 from segsweep.app.build import load_module
 from segsweep.app.resume import saved_config
-from segsweep.inference import sliding_window_argmax, sliding_window_inference
+from segsweep.data.images import ImageError, read_image
 from segsweep.report import build_report
 from segsweep.runs.allowlist import (
     ALLOWED_PACKAGES,
@@ -37,11 +36,9 @@ from segsweep.runs.allowlist import (
     renamed_targets,
 )
 from segsweep.runs.checkpoint import CheckpointError
-from segsweep.runs.images import ImageError, read_image
 
-from .conftest import REPO_ROOT, read_metrics, run_module
-from .test_inference import CASES, conv_model, pointwise
-from .test_report import fake_job
+from .helpers.commands import REPO_ROOT, run_module
+from .helpers.outputs import fake_job, read_metrics
 
 # ---------------------------------------------------------------- the allowlist and conf/
 
@@ -459,41 +456,3 @@ def test_max_pixels_must_be_a_positive_int_or_null(fast_run, bomb, tmp_path):
     )
     assert result.returncode == 1
     assert "max_pixels must be a positive int or null (no limit), got 0" in result.stdout + result.stderr
-
-
-# ---------------------------------------------------------------- bounded-memory sliding window
-
-
-@pytest.mark.parametrize(("shape", "roi", "overlap", "mode", "tile_batch"), CASES)
-@pytest.mark.parametrize("predictor_name", ["pointwise", "conv_model"])
-def test_the_bounded_path_gives_the_full_paths_argmax(shape, roi, overlap, mode, tile_batch, predictor_name):
-    predictor = pointwise if predictor_name == "pointwise" else conv_model()
-    images = torch.randn(shape, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        full = sliding_window_inference(images, predictor, roi, overlap=overlap, mode=mode, tile_batch=tile_batch)
-        bounded = sliding_window_argmax(images, predictor, roi, overlap=overlap, mode=mode, tile_batch=tile_batch)
-    assert bounded.dtype == torch.uint8 and bounded.shape == full.shape[:1] + full.shape[2:]
-    assert torch.equal(bounded.long(), full.argmax(dim=1))
-
-
-def test_the_bounded_path_takes_uint8_images_and_converts_tiles():
-    model = conv_model()
-    images = torch.randint(0, 256, (1, 3, 150, 97), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
-    seen: list[torch.dtype] = []
-
-    def predictor(tiles: torch.Tensor) -> torch.Tensor:
-        seen.append(tiles.dtype)
-        return model(tiles.float() / 255)
-
-    with torch.no_grad():
-        full = sliding_window_inference(images.float() / 255, model, 32, tile_batch=5)
-        bounded = sliding_window_argmax(images, predictor, 32, tile_batch=5)
-    assert set(seen) == {torch.uint8}
-    assert torch.equal(bounded.long(), full.argmax(dim=1))
-
-
-def test_more_than_256_classes_give_int64_indices():
-    images = torch.randn(1, 3, 40, 40)
-    logits = torch.randn(1, 300, 40, 40)
-    bounded = sliding_window_argmax(images, lambda tiles: logits[:, :, :16, :16].expand(len(tiles), -1, -1, -1), 16)
-    assert bounded.dtype == torch.int64 and int(bounded.max()) < 300

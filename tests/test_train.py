@@ -12,7 +12,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from segsweep.app.build import load_module
 from segsweep.data.datamodule import SceneDataModule
 
-from .conftest import read_metrics, run_module
+from .helpers.commands import run_module
+from .helpers.outputs import read_metrics
 
 CLASSES = ("background", "road", "car", "pedestrian")
 STAGE_METRICS = ["loss", "mIoU", "pixel_acc", "boundary_f1", *(f"iou/{name}" for name in CLASSES)]

@@ -36,16 +36,16 @@ from segsweep.app.build import load_module
 from segsweep.app.config import CONFIG_DIR, register_resolvers
 from segsweep.app.preflight import checked_command
 from segsweep.app.rundir import reject
+from segsweep.app.sources import Source, collect_sources, parse_size
 from segsweep.app.typecheck import ENTRY_POINT_TYPES, check_types
+from segsweep.data.images import ImageError, palette_png, read_image, rgb_png
 from segsweep.data.scenes import generate_scenes
-from segsweep.inference import sliding_window_argmax
+from segsweep.inference import sliding_window_argmax, to_unit_float
 from segsweep.models.metrics import confusion_matrix, iou_from_confusion
 from segsweep.runs.checkpoint import resolve_checkpoint
 from segsweep.runs.cli import USER_ERRORS, configure_torch, json_safe, one_line, prepare_output_dir, require, resolve_device
 from segsweep.runs.console import route_to_run_log, table_console
-from segsweep.runs.files import write_json_atomic
-from segsweep.runs.images import ImageError, palette_png, read_image, rgb_png, to_unit_float, write_files
-from segsweep.runs.sources import Source, collect_sources, parse_size
+from segsweep.runs.files import write_files, write_json_atomic
 from segsweep.runs.visualize import overlay
 
 log = logging.getLogger(__name__)

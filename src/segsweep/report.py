@@ -123,7 +123,7 @@ def prediction_columns(runs: Mapping[str, Path], num_images: int) -> tuple[dict[
     from hydra.utils import instantiate
 
     from segsweep.app.build import load_module
-    from segsweep.runs.images import to_unit_float
+    from segsweep.inference import to_unit_float
     from segsweep.runs.visualize import overlay
 
     columns: dict[str, np.ndarray] = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from segsweep import machine
 from segsweep.app.naming import job_dirname, run_suffix
 from segsweep.app.rundir import hydra_records
 from segsweep.app.search import resumable_seed
@@ -140,36 +140,13 @@ def _shows(value: Any, message: str) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and f": {value}" in message
 
 
-def available_memory() -> int | None:
-    """Bytes this process can still allocate: MemAvailable, capped by a cgroup v2 limit (containers); None if unknown."""
-    available = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                available = int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        try:
-            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, AttributeError):
-            return None
-    try:
-        cgroup = Path("/sys/fs/cgroup")
-        limit = (cgroup / "memory.max").read_text().strip()
-        if limit != "max":
-            left = int(limit) - int((cgroup / "memory.current").read_text())
-            available = left if available is None else min(available, left)
-    except (OSError, ValueError):
-        pass
-    return available
-
-
 def _check_memory(datamodule: Any) -> None:
     """Generated scenes live in memory (uint8 image 3xHxW + mask HxW each): refuse splits this machine cannot hold."""
     if not isinstance(datamodule, SceneDataModule):
         return
     sizes, side = datamodule.split_sizes, datamodule.image_size
     needed = sum(sizes.values()) * 4 * side * side
-    available = available_memory()
+    available = machine.available_memory()
     if available is not None and needed > available:
         split = max(sizes, key=sizes.__getitem__)
         raise ValueError(

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
@@ -16,6 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
+from segsweep import machine
 from segsweep.runs.callbacks import named_choices
 from segsweep.runs.console import significant
 from segsweep.runs.record import RecordError, load_record, record_path
@@ -92,7 +92,7 @@ def trainer_plugins(launcher: str) -> list[Any]:
 
 def adapt_to_launcher(cfg: DictConfig) -> list[Any]:
     """Apply ``adapt_trainer`` to this job; returns the extra Trainer plugins it needs."""
-    multirun, gpu_count = in_multirun(), torch.cuda.device_count()
+    multirun, gpu_count = in_multirun(), machine.gpu_count()
     gpu = None
     if multirun and gpu_count > 1:
         gpu = claim_gpu(gpu_count)

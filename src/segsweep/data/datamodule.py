@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from segsweep.data.classes import DatasetClasses
 from segsweep.data.samplers import SAMPLERS, STREAM_FLIP, epoch_key, train_sampler
 from segsweep.data.scenes import SCENE_CLASSES, SceneSpec, generate_scenes, uniform
-from segsweep.runs.images import to_unit_float
+from segsweep.inference import to_unit_float
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,6 @@ once. Bad data is one line naming the file, before training. Nothing is ever wri
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from segsweep import machine
 from segsweep.data.augment import Augment, AugmentSpec, RareCrops
 from segsweep.data.classes import DatasetClasses
 from segsweep.data.datamodule import data_loader
@@ -48,13 +48,6 @@ SPLITS = ("train", "val", "test")
 # What configs written for the generated scenes set (experiment=loss_comparison, debug=fast, conf/rarity); a folder
 # has its own images, so data=folder accepts and ignores them.
 SCENE_ONLY_KEYS = ("image_size", "train_size", "val_size", "test_size", "scene", "data_seed", "hflip", "generate_batch")
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 class FolderDataModule(pl.LightningDataModule):
@@ -116,7 +109,7 @@ class FolderDataModule(pl.LightningDataModule):
         # training crops, and the tiles of sliding-window inference (val, test, predict)
         self.crop_size = self.image_size = crop_size
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.num_workers = available_cores() if num_workers is None else num_workers
+        self.num_workers = machine.available_cores() if num_workers is None else num_workers
         self.val_fraction, self.split_seed, self.order_seed = val_fraction, split_seed, order_seed
         self.augment_spec = augment if isinstance(augment, AugmentSpec) else AugmentSpec.from_config(augment)
         self.rare_crops = RareCrops.from_config(rare_crop_fraction, rare_classes, self.classes.names)

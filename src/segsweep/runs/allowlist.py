@@ -43,6 +43,7 @@ ALLOWED_TARGETS = frozenset(
         "segsweep.app.launch.MakeSweepDir",
         "segsweep.app.launch.JobLine",
         "optuna.samplers.TPESampler",
+        "hydra_plugins.segsweep_plugins.adaptive_sweeper.AdaptiveSeedSweeper",
         "hydra_plugins.segsweep_plugins.optuna_sweeper.FailureTolerantOptunaSweeper",
         "hydra_plugins.segsweep_plugins.parallel_launcher.ParallelLauncher",
     }

@@ -15,7 +15,7 @@ import torch
 import yaml
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from segsweep.runs.images import to_unit_float
+from segsweep.inference import to_unit_float
 from segsweep.runs.manifest import manifest, now
 from segsweep.runs.record import RecordError, load_record, mark_failed, note_recorded, record_path, write_record
 from segsweep.runs.visualize import comparison_grid

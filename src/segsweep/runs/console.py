@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import re
@@ -12,8 +11,6 @@ import warnings
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from rich.console import Console
 
 log = logging.getLogger(__name__)
@@ -94,25 +91,6 @@ def table_console() -> Console:
     """A rich console for result tables: the terminal's width, or 160 columns when the output is not a terminal (a
     pipe, CI), where rich would otherwise assume 80 and cut the tables' numbers (``0.9…``)."""
     return Console(width=None if sys.stdout.isatty() else 160)
-
-
-@functools.cache
-def _parser() -> OverridesParser:
-    return OverridesParser.create()
-
-
-def override_value(text: str) -> Any:
-    """An override's value as Hydra's grammar types it (float, int, str, ``interval(...)``); the text if it does not parse."""
-    try:
-        return _parser().parse_override(f"key={text}").value()
-    except HydraException:
-        return text
-
-
-def shown_value(text: str) -> str:
-    """An override's value as the tables show it: a float at 4 significant digits (as job dirs are named), else as is."""
-    value = override_value(text)
-    return significant(value) if isinstance(value, float) else text
 
 
 def significant(value: Any, digits: int = 4) -> str:
