@@ -7,10 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from segsweep.app.lifecycle import record_failure
 from segsweep.app.rundir import has_run_records
-from segsweep.runs.callbacks import MetricsFile
-from segsweep.runs.record import failed_record, record_path, was_recorded, write_record
+from segsweep.runs.callbacks.metrics_file import MetricsFile
+from segsweep.runs.record import failed_record, record_path, write_record
 
 from .conftest import read_metrics, run_module
 
@@ -111,12 +113,26 @@ def test_a_failure_inside_lightning_keeps_a_completed_record_and_is_recorded_onc
     callback = MetricsFile(str(tmp_path))
     error = RuntimeError("out of memory")
     trainer, module = SimpleNamespace(global_rank=0), SimpleNamespace(hparams={"config": {"seed": 2}})
+    # the callback sees the failure first (inside Lightning), then the command's handler records it
     callback.on_exception(trainer, module, error)
+    record_failure(tmp_path, OmegaConf.create({"seed": 2}), error)
     record = read_metrics(tmp_path)
     assert record["status"] == "completed" and record["test"] == {"test/mIoU": 0.5}
     (attempt,) = record["failed_attempts"]
     assert attempt["error"] == "RuntimeError: out of memory"
-    assert was_recorded(error), "main() must not record the same failure a second time"
+
+
+def test_a_failed_fit_keeps_its_history_and_its_first_error(tmp_path):
+    callback = MetricsFile(str(tmp_path))
+    callback.history = [{"epoch": 0, "val/mIoU": 0.25}]
+    error = RuntimeError("out of memory")
+    trainer, module = SimpleNamespace(global_rank=0), SimpleNamespace(hparams={"config": {"seed": 2}})
+    callback.on_exception(trainer, module, error)
+    record_failure(tmp_path, OmegaConf.create({"seed": 2}), ValueError("a second error"))
+    record = read_metrics(tmp_path)
+    assert record["status"] == "failed" and record["error"] == "RuntimeError: out of memory"
+    assert record["history"] == [{"epoch": 0, "val/mIoU": 0.25}] and record["best"] == {"val/mIoU": 0.25, "epoch": 0}
+    assert "failed_attempts" not in record
 
 
 @pytest.mark.slow

@@ -32,16 +32,16 @@ ALLOWED_TARGETS = frozenset(
         "pytorch_lightning.callbacks.ModelCheckpoint",
         "pytorch_lightning.callbacks.RichProgressBar",
         "pytorch_lightning.loggers.TensorBoardLogger",
-        "segsweep.runs.callbacks.MetricsFile",
-        "segsweep.runs.callbacks.PredictionImages",
-        "segsweep.runs.callbacks.RngState",
-        "segsweep.runs.callbacks.TensorBoardHparams",
-        "segsweep.runs.console.EpochLines",
-        "segsweep.runs.image_counts.ImageCountsFile",
+        "segsweep.runs.callbacks.metrics_file.MetricsFile",
+        "segsweep.runs.callbacks.prediction_images.PredictionImages",
+        "segsweep.runs.callbacks.rng_state.RngState",
+        "segsweep.runs.callbacks.tensorboard_hparams.TensorBoardHparams",
+        "segsweep.runs.callbacks.epoch_lines.EpochLines",
+        "segsweep.runs.callbacks.image_counts.ImageCountsFile",
         # Hydra callbacks and the Optuna sampler of conf/hydra and conf/hparams_search
         "segsweep.report.SweepReportCallback",
-        "segsweep.app.launch.MakeSweepDir",
-        "segsweep.app.launch.JobLine",
+        "segsweep.app.hydra_callbacks.MakeSweepDir",
+        "segsweep.app.hydra_callbacks.JobLine",
         "optuna.samplers.TPESampler",
         "hydra_plugins.segsweep_plugins.optuna_sweeper.FailureTolerantOptunaSweeper",
         "hydra_plugins.segsweep_plugins.parallel_launcher.ParallelLauncher",
@@ -53,6 +53,19 @@ ALLOWED_TARGETS = frozenset(
 ALLOWED_PACKAGES = {
     "segsweep.data": ("pytorch_lightning", "LightningDataModule"),
     "segsweep.models": ("torch.nn", "Module"),  # networks (models.nets) and losses (models.losses and beside it)
+}
+
+# Classes that moved, by the path a config saved before the move names (a checkpoint's config, a run's
+# .hydra/config.yaml) -> where they live now. Such a config is read with the new paths (``current_targets``) and then
+# checked like any other: the old path itself is never imported, and nothing else is renamed.
+MOVED_TARGETS = {
+    "segsweep.data.datamodule.SceneDataModule": "segsweep.data.scenes_datamodule.SceneDataModule",
+    "segsweep.runs.callbacks.MetricsFile": "segsweep.runs.callbacks.metrics_file.MetricsFile",
+    "segsweep.runs.callbacks.PredictionImages": "segsweep.runs.callbacks.prediction_images.PredictionImages",
+    "segsweep.runs.callbacks.RngState": "segsweep.runs.callbacks.rng_state.RngState",
+    "segsweep.runs.callbacks.TensorBoardHparams": "segsweep.runs.callbacks.tensorboard_hparams.TensorBoardHparams",
+    "segsweep.runs.console.EpochLines": "segsweep.runs.callbacks.epoch_lines.EpochLines",
+    "segsweep.runs.image_counts.ImageCountsFile": "segsweep.runs.callbacks.image_counts.ImageCountsFile",
 }
 
 # Hydra's instantiate keys besides _target_, with the values that only change how an allowed call is made.
@@ -121,6 +134,19 @@ def _problem(mapping: Mapping[str, Any], what: str) -> tuple[str, str] | None:
         if flag in mapping and mapping[flag] not in values:
             return flag, f"is {mapping[flag]!r}; expected one of {', '.join(map(str, values))}"
     return None
+
+
+def current_targets(node: Any) -> Any:
+    """A plain nested dict/list config (a copy) with every ``_target_`` of ``MOVED_TARGETS`` renamed to its new path."""
+    if isinstance(node, Mapping):
+        renamed = {key: current_targets(value) for key, value in node.items()}
+        target = renamed.get("_target_")
+        if isinstance(target, str) and target in MOVED_TARGETS:
+            renamed["_target_"] = MOVED_TARGETS[target]
+        return renamed
+    if isinstance(node, (list, tuple)):
+        return [current_targets(item) for item in node]
+    return node
 
 
 def check_saved_config(config: Mapping[str, Any], source: str) -> None:
