@@ -54,7 +54,7 @@ class CompletedRun(ValueError):
     """A command that is not a resume, into the dir of a completed run: its results stay as they are."""
 
 
-def prepare(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, SegmentationData, list[str] | None]:
+def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, SegmentationData, list[str] | None]:
     """The config this command trains with, its datamodule and, when it continues a run, the overrides it applied.
 
     A run dir that already holds a run is continued with that run's own config (app.resume). Every problem with the
@@ -81,7 +81,7 @@ def training_command(cfg: DictConfig, work: Work) -> float | None:
     route_to_run_log(console=not (in_multirun() and cfg.get("quiet_jobs", True)))
     metric = cfg.get("optimized_metric")
     try:
-        cfg, datamodule, resume_overrides = prepare(cfg, run_dir)
+        cfg, datamodule, resume_overrides = _prepare(cfg, run_dir)
     except CompletedRun as error:
         record = completed_record(run_dir)
         if in_multirun() and record is not None:
@@ -99,6 +99,11 @@ def training_command(cfg: DictConfig, work: Work) -> float | None:
             raise
         log.exception("job failed: %s", error)
         return math.nan
+    except SystemExit as error:
+        # Lightning ends a fit or test stopped by Ctrl-C with exit code 1, after its callbacks saw the interrupt
+        if isinstance(error.__context__, KeyboardInterrupt):
+            record_failure(run_dir, cfg, error.__context__, own_run=not completed_before)
+        raise
     return metrics.get(metric) if metric else None
 
 

@@ -2,7 +2,7 @@
 
 Hydra reports an unknown key, an unknown group option or a malformed override in several lines (and the search
 path); every other bad input of ours is one line (app.lifecycle). The same composition, done first, says it in
-one line and exits 1 before Hydra has created a run dir.
+one line and exits 1 before Hydra has created a run dir. (Which check does what: ``app/validation.py``.)
 """
 
 from __future__ import annotations
