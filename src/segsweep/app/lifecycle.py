@@ -13,9 +13,10 @@ What a training command does to its run dir (``training_command``):
 - **record a failure**: a failure after the work began is recorded in metrics.json, then raised with its traceback;
   in a multirun it is logged and the job returns NaN, so that the sweep goes on and its report says why.
 
-Failures are recorded here only. ``runs/record.py`` decides what a failure does to a record (a completed one keeps
-its results and gets a ``failed_attempts`` entry; a failed one keeps its first error), so that the ``MetricsFile``
-callback, which writes a failing fit's history first, and this handler never record one failure twice.
+A failure is recorded by this handler. Before it, the ``MetricsFile`` callback has written a failing fit's history
+into the run's record, unless that record is completed; ``runs/record.py``'s rules let the two meet without marking
+the exception: a completed record keeps its results and gets one ``failed_attempts`` entry, from here; a failed
+record keeps its first error.
 
 Eval and predict write into a new dir of their own and share the first rule (``user_command``).
 """
@@ -47,7 +48,7 @@ from segsweep.runs.record import completed_record, mark_failed, record_path, rec
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 # fit and test: (the config it trains with, its datamodule, the overrides a continued run applied) -> final metrics
-Work = Callable[[DictConfig, SegmentationData, "list[str] | None"], dict[str, float]]
+Work = Callable[[DictConfig, SegmentationData, list[str] | None], dict[str, float]]
 
 
 class CompletedRun(ValueError):
