@@ -16,8 +16,8 @@ from tensorboard.backend.event_processing.event_multiplexer import EventMultiple
 
 from segsweep.data import folder_files
 from segsweep.data.augment import Augment, AugmentSpec
-from segsweep.data.datamodule import SceneDataModule
 from segsweep.data.folder import FolderDataModule
+from segsweep.data.scenes_datamodule import SceneDataModule
 from segsweep.export_scenes import default_scene, export
 from segsweep.export_scenes import main as export_main
 from segsweep.inference import sliding_window_inference

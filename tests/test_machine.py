@@ -9,8 +9,8 @@ from hydra._internal.core_plugins import basic_launcher
 
 from hydra_plugins.segsweep_plugins.parallel_launcher import ParallelLauncher
 from segsweep import machine
-from segsweep.app.config import validate
 from segsweep.app.parallel import GIB
+from segsweep.app.validation import validate
 from segsweep.data.folder import FolderDataModule
 
 MEMINFO = "MemTotal:       67108864 kB\nMemFree:         1000 kB\nMemAvailable:   20971520 kB\n"  # 20 GiB available

@@ -91,7 +91,8 @@ def test_batches_are_pinned_only_for_a_cuda_trainer():
 
     import torch
 
-    from segsweep.data.datamodule import SceneDataModule, pin_memory
+    from segsweep.data.loaders import pin_memory
+    from segsweep.data.scenes_datamodule import SceneDataModule
 
     def trainer_on(device: str) -> SimpleNamespace:
         return SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))

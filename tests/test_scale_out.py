@@ -8,8 +8,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from segsweep.app.config import CONFIG_DIR, validate
+from segsweep.app.config import CONFIG_DIR
 from segsweep.app.launch import adapt_trainer, trainer_plugins
+from segsweep.app.validation import validate
 from segsweep.data.samplers import EpochSeededSampler
 
 from .helpers.commands import run_module

@@ -65,7 +65,7 @@ def test_every_target_under_conf_is_allowed_and_the_list_holds_nothing_else():
 @pytest.mark.parametrize(
     "target",
     [
-        "segsweep.data.datamodule.SceneDataModule",
+        "segsweep.data.scenes_datamodule.SceneDataModule",
         "segsweep.models.nets.unet.UNet",
         "segsweep.models.nets.torchvision_models.DeepLabV3",
         "segsweep.models.losses.dice.DiceCELoss",
@@ -81,10 +81,10 @@ def test_project_classes_are_allowed_by_where_they_are_defined(target):
         "torch.load",
         "builtins.open",
         "segsweep.models.losses.dice.torch.load",  # resolves through an allowed module to an import
-        "segsweep.data.datamodule.torch.load",
+        "segsweep.data.scenes_datamodule.torch.load",
         "segsweep.models.nets.unet.nn.Module",
         "segsweep.data.scenes.generate_scenes",  # a function of an allowed package, not a datamodule
-        "segsweep.data.datamodule.SceneDataset",  # a class, but not a datamodule
+        "segsweep.data.scenes_datamodule.SceneDataset",  # a class, but not a datamodule
         "segsweep.models.losses",
         "segsweep.data..SceneDataModule",
         "torch.optim.Adam.step",
@@ -163,7 +163,7 @@ def _pickle_chain(harm: Harm) -> dict[str, Any]:
 def _pickle_file(harm: Harm) -> dict[str, Any]:
     path = harm.root / "payload.pkl"
     path.write_bytes(pickle.dumps(_Touch(harm.marker)))
-    return {"_target_": "segsweep.data.datamodule.torch.load", "weights_only": False, "f": str(path)}
+    return {"_target_": "segsweep.data.scenes_datamodule.torch.load", "weights_only": False, "f": str(path)}
 
 
 def _unet(**extra: Any) -> dict[str, Any]:
@@ -306,7 +306,43 @@ def test_the_report_leaves_out_a_crafted_checkpoint_and_names_it(fast_run, tmp_p
 
 def test_an_untouched_checkpoint_still_loads(fast_run):
     module, cfg = load_module(fast_run)
-    assert cfg.data._target_ == "segsweep.data.datamodule.SceneDataModule" and not module.training
+    assert cfg.data._target_ == "segsweep.data.scenes_datamodule.SceneDataModule" and not module.training
+
+
+def with_old_targets(config: Any) -> Any:
+    """``config`` with the paths of the moved classes as checkpoints written before the move name them."""
+    old = {new: old for old, new in MOVED_TARGETS.items()}
+    if isinstance(config, dict):
+        renamed = {key: with_old_targets(value) for key, value in config.items()}
+        if renamed.get("_target_") in old:
+            renamed["_target_"] = old[renamed["_target_"]]
+        return renamed
+    return [with_old_targets(item) for item in config] if isinstance(config, list) else config
+
+
+def test_a_checkpoint_naming_the_old_paths_still_evaluates(fast_run, tmp_path):
+    checkpoint = torch.load(fast_run / "checkpoints" / "best.ckpt", weights_only=True, map_location="cpu")
+    saved = checkpoint["hyper_parameters"]["config"] = with_old_targets(checkpoint["hyper_parameters"]["config"])
+    assert saved["data"]["_target_"] == "segsweep.data.datamodule.SceneDataModule"
+    assert saved["callbacks"]["metrics_file"]["_target_"] == "segsweep.runs.callbacks.MetricsFile"
+    old = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    old.parent.mkdir(parents=True)
+    torch.save(checkpoint, old)
+    module, cfg = load_module(old)
+    assert cfg.data._target_ == "segsweep.data.scenes_datamodule.SceneDataModule" and not module.training
+    run_module("segsweep.eval", f"ckpt_path={old}", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert json.loads((tmp_path / "eval" / "eval.json").read_text())["metrics"]["test/mIoU"] >= 0
+
+
+def test_only_the_moved_paths_are_renamed():
+    moved = {"data": {"_target_": "segsweep.data.datamodule.SceneDataModule"}}
+    with pytest.raises(UnsafeConfigError, match="names segsweep.data.datamodule.SceneDataModule"):
+        check_saved_config(moved, "old.ckpt")  # the old path itself is never imported
+    check_saved_config(renamed_targets(moved), "old.ckpt")
+    crafted = {"data": {"_target_": "segsweep.data.datamodule.torch.load", "f": "x"}}
+    assert renamed_targets(crafted) == crafted
+    with pytest.raises(UnsafeConfigError, match="names segsweep.data.datamodule.torch.load"):
+        check_saved_config(renamed_targets(crafted), "old.ckpt")
 
 
 # ---------------------------------------------------------------- checkpoints from before a class moved

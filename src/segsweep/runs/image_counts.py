@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 
 from segsweep.runs.files import write_atomic
 
@@ -34,17 +33,3 @@ def read_image_counts(run_dir: str | Path) -> dict[str, Any] | None:
     if counts["intersection"].shape != counts["union"].shape or counts["intersection"].ndim != 2:
         return None
     return counts
-
-
-class ImageCountsFile(pl.Callback):
-    """After testing, writes the module's per-image test counts (``test_image_counts``) into ``dirpath``."""
-
-    def __init__(self, dirpath: str) -> None:
-        self.dirpath = dirpath
-
-    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        counts = getattr(pl_module, "test_image_counts", None)
-        if trainer.global_rank != 0 or counts is None:
-            return
-        intersection, union = counts
-        write_image_counts(self.dirpath, intersection.cpu().numpy(), union.cpu().numpy(), list(pl_module.classes.names))
