@@ -13,10 +13,13 @@ from PIL import Image
 from segsweep.data.folder import FolderDataModule
 from segsweep.data.folder_classes import FolderDataError
 from segsweep.data.public_classes import ADE20K_NAMES, CAMVID_NAMES, CITYSCAPES_NAMES, VOC_NAMES
+from segsweep.export_scenes import export
+from segsweep.sweep.summary import summarize
+from segsweep.sweep.tables import markdown
 
 from .helpers import public_datasets
 from .helpers.commands import run_module
-from .helpers.outputs import read_metrics
+from .helpers.outputs import fake_job, read_metrics
 
 TINY = ("model.base_channels=8", "model.depth=2", "data.crop_size=32", "data.batch_size=4", "trainer.max_epochs=1")
 QUIET = ("trainer.enable_model_summary=false", "callbacks.prediction_images.every_n_epochs=1", "data.num_workers=0")
@@ -181,3 +184,41 @@ def test_a_layout_trains_evaluates_and_predicts(layout, tmp_path):
     assert len(masks) == len([path for path in source.iterdir() if path.suffix in (".png", ".jpg")])
     with Image.open(masks[0]) as mask:
         assert mask.size == (48, 32)
+
+
+def test_a_report_pools_folds_and_pairs_by_seed_and_fold(tmp_path):
+    # replicates far apart, the same +0.05 for dice in each (seed, fold): paired by both, the difference has no spread
+    for seed in (1, 2):
+        for fold in (0, 1, 2):
+            base = 0.3 + 0.1 * seed + 0.03 * fold
+            for loss, miou in (("ce", base), ("dice", base + 0.05)):
+                overrides = [f"loss={loss}", f"seed={seed}", f"data.fold={fold}"]
+                fake_job(tmp_path / f"loss={loss},seed={seed},data.fold={fold}", overrides, miou, [miou])
+    report = summarize(tmp_path)
+    assert report.swept == ["loss"] and [group.label for group in report.groups] == ["loss=dice", "loss=ce"]
+    runner_up = report.groups[1]
+    assert runner_up.diff is not None and runner_up.diff.seeds == 6
+    assert runner_up.diff.mean == pytest.approx(-0.05) and runner_up.diff.seed_sd == pytest.approx(0.0, abs=1e-9)
+    assert "6/6 (2 seeds x 3 folds)" in markdown(report)
+
+
+@pytest.mark.slow
+def test_a_fold_sweep_on_a_folder_dataset_gives_one_report(tmp_path):
+    root = export(tmp_path / "exported", {"train": 9, "test": 3}, 32, seed=0)
+    sweep_dir = tmp_path / "sweep"
+    run_module(
+        "segsweep.train",
+        "-m",
+        "data=folder",
+        f"data.root={root}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.folds=3",
+        "data.fold=0,1,2",
+        *TINY,
+        *QUIET,
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    text = (sweep_dir / "report.md").read_text()
+    assert "3/3 (1 seed x 3 folds)" in text
+    records = [read_metrics(job) for job in sorted(sweep_dir.glob("*fold=*"))]
+    assert sorted(record["config"]["data"]["fold"] for record in records) == [0, 1, 2]
