@@ -204,7 +204,7 @@ def test_a_report_pools_folds_and_pairs_by_seed_and_fold(tmp_path):
 
 @pytest.mark.slow
 def test_a_fold_sweep_on_a_folder_dataset_gives_one_report(tmp_path):
-    root = export(tmp_path / "exported", {"train": 9, "test": 3}, 32, seed=0)
+    root = export(tmp_path / "exported", {"train": 9, "val": 2, "test": 3}, 32, seed=0)
     sweep_dir = tmp_path / "sweep"
     run_module(
         "segsweep.train",
