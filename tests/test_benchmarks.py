@@ -127,6 +127,16 @@ def test_bench_prints_one_line_per_bar_and_exits_0(capsys):
     assert lines[1].startswith("sliding_window_memory  bounded=")
 
 
+def test_folder_loader_times_both_loaders_on_the_same_folder():
+    bench_folder_loader = bench.load("bench_folder_loader")
+    result = bench_folder_loader.run(quick=True, workers=0)
+    assert result["images"]["segsweep"] == result["images"]["plain"] - 1  # one of the 8 validates
+    assert positive(result["per_worker"]["segsweep"], result["per_worker"]["plain"], result["decode_ratio"])
+    lines = bench_folder_loader.lines(result)
+    check_lines(lines, 2)
+    assert lines[0].startswith("folder_loader  segsweep=") and lines[1].startswith("png_decode  decode_png")
+
+
 @pytest.mark.slow
 def test_folder_memory_compares_a_folder_run_with_the_scenes():
     bench_folder_memory = bench.load("bench_folder_memory")

@@ -14,6 +14,8 @@ from segsweep.app.config import CONFIG_DIR
 from segsweep.app.validation import validate
 from segsweep.export_scenes import export
 
+from .helpers import public_datasets
+
 # Groups that describe Hydra itself; they compose with every run and are checked below.
 HYDRA_GROUPS = {"hydra", "paths"}
 GPU_ONLY = {"trainer": {"gpu", "ddp"}, "experiment": {"loss_comparison_gpu", "imbalance_study_gpu"}}
@@ -49,6 +51,9 @@ def test_config_composes_and_instantiates(make_config, group, option, tmp_path):
     if (group, option) == ("data", "folder"):  # data.root is required: a small exported folder dataset
         root = export(tmp_path / "folder", {"train": 4, "val": 2, "test": 2}, 48, seed=0)
         overrides += [f"data.root={root}", "data.crop_size=32"]
+    if group == "data" and hasattr(public_datasets, option):  # a public dataset's preset: a tiny replica in its layout
+        root, _ = getattr(public_datasets, option)(tmp_path)
+        overrides += [f"data.root={root}", "data.crop_size=32", f"data.cache_dir={tmp_path / 'cache'}"]
     cfg = make_config(*overrides)
     OmegaConf.resolve(cfg)  # every interpolation resolves
     datamodule, module, optimizers, trainer = build_everything(cfg)
@@ -56,7 +61,7 @@ def test_config_composes_and_instantiates(make_config, group, option, tmp_path):
     images = torch.rand(2, 3, 32, 32)
     logits = module(images)
     assert logits.shape == (2, datamodule.num_classes, 32, 32)
-    assert torch.isfinite(module.loss(logits, torch.randint(0, 4, (2, 32, 32))))
+    assert torch.isfinite(module.loss(logits, torch.randint(0, datamodule.num_classes, (2, 32, 32))))
 
 
 def test_gpu_trainer_means_bf16_and_channels_last(make_config):

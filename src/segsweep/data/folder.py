@@ -16,6 +16,9 @@ Training takes random ``crop_size`` crops (padded with the ignore index where an
 of them centred on a rare class), with the augmentation of ``data.augment``; validation and test see whole images, which
 the module segments by sliding windows of ``crop_size`` tiles (``inference_roi``), as ``segsweep.predict`` does.
 
+A public dataset's own layout (``layout``: data=cityscapes|ade20k|voc|camvid|nnunet) replaces this one
+(data/layouts.py), and ``folds``/``fold`` validate on a fold of the training cases (data/splits.py).
+
 Every pair is checked once (readable, same size, mask values known) in a scan that also counts the class
 pixels of every mask; its result is cached outside the dataset (``cache_dir``, default
 ``~/.cache/segsweep/folder``), keyed by the file list, sizes, mtimes and classes.yaml, so later runs start at
@@ -40,8 +43,10 @@ from segsweep.data.classes import DatasetClasses
 from segsweep.data.contract import DerivedStatistics
 from segsweep.data.folder_classes import FolderDataError, MaskReader, load_classes
 from segsweep.data.folder_files import FolderDataset, PadCollate, Pair, center_fit, list_pairs, scan
+from segsweep.data.layouts import resolve
 from segsweep.data.loaders import data_loader
 from segsweep.data.samplers import SAMPLERS, train_sampler
+from segsweep.data.splits import assign, check_folds
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,10 @@ class FolderDataModule(DerivedStatistics, pl.LightningDataModule):
         repeat_threshold: float = 0.5,
         cache_dir: str | None = None,
         multiprocessing_context: str | None = None,
+        layout: str | None = None,
+        sbd: bool = False,
+        folds: int | None = None,
+        fold: int = 0,
         **scene_keys: Any,
     ) -> None:
         super().__init__()
@@ -100,8 +109,14 @@ class FolderDataModule(DerivedStatistics, pl.LightningDataModule):
             raise ValueError(f"data.repeat_threshold must be > 0, got {repeat_threshold}")
         if root is None or not str(root).strip():
             raise ValueError("data.root is required: data=folder data.root=/path/to/dataset")
+        check_folds(folds, fold)
+        self.folds, self.fold = folds, fold
         self.root = Path(str(root)).expanduser().resolve()
-        self.spec = load_classes(self.root)
+        # a public dataset's layout (data/layouts.py) is listed at once: a wrong data.root is one line before any work
+        self.layout = resolve(layout, self.root, sbd) if layout is not None else None
+        if self.layout is None and sbd:
+            raise ValueError("data.sbd=true: SBD augments Pascal VOC only (data=voc)")
+        self.spec = self.layout.spec if self.layout is not None else load_classes(self.root)
         self.classes: DatasetClasses = self.spec.classes
         self.reader = MaskReader(self.spec)
         # training crops, and the tiles of sliding-window inference (val, test, predict)
@@ -136,33 +151,16 @@ class FolderDataModule(DerivedStatistics, pl.LightningDataModule):
         return self._pairs
 
     def _list_splits(self) -> dict[str, list[Pair]]:
-        train = list_pairs(self.root, "train")
-        if train is None:
-            raise FolderDataError(f"{self.root / 'train'}: missing; a folder dataset needs train/images and train/masks")
-        val = list_pairs(self.root, "val")
-        if val is None:
-            count = round(len(train) * self.val_fraction)
-            if self.val_fraction <= 0 or len(train) < 2:
-                raise FolderDataError(
-                    f"{self.root / 'val'}: missing, and data.val_fraction={self.val_fraction} of {len(train)} train "
-                    "images leaves no validation split (add val/ or raise data.val_fraction)"
-                )
-            count = min(max(count, 1), len(train) - 1)
-            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.split_seed)).tolist()
-            chosen = set(order[:count])
-            val = [pair for i, pair in enumerate(train) if i in chosen]
-            train = [pair for i, pair in enumerate(train) if i not in chosen]
-            log.info(
-                "%s: no val/ split, validating on %d of the train images (data.val_fraction=%s)",
-                self.root,
-                count,
-                self.val_fraction,
-            )
-        test = list_pairs(self.root, "test")
-        self.test_is_val = test is None
-        if test is None:
-            test = val
-        return {"train": train, "val": val, "test": test}
+        if self.layout is not None:
+            listed = self.layout.splits
+        else:
+            train = list_pairs(self.root, "train")
+            if train is None:
+                raise FolderDataError(f"{self.root / 'train'}: missing; a folder dataset needs train/images and train/masks")
+            found = {split: list_pairs(self.root, split) for split in ("val", "test")}
+            listed = {"train": train, **{split: pairs for split, pairs in found.items() if pairs is not None}}
+        pairs, self.test_is_val = assign(listed, self.root, self.val_fraction, self.split_seed, self.folds, self.fold)
+        return pairs
 
     @property
     def split_sizes(self) -> dict[str, int]:
@@ -182,7 +180,9 @@ class FolderDataModule(DerivedStatistics, pl.LightningDataModule):
         if self.splits:
             return
         pairs, stats = self.pairs, self.stats
-        if self.test_is_val:
+        for note in self.layout.notes if self.layout is not None else ():
+            log.info("%s", note)
+        if self.test_is_val and self.layout is None:  # a layout's notes say which split tests
             log.info("%s: no test/ split: the test stage uses the val split (%d images)", self.root, len(pairs["val"]))
         sizes = [stats[pair.name][:2] for pair in pairs["train"]]
         smaller = sum(1 for height, width in sizes if height < self.crop_size or width < self.crop_size)

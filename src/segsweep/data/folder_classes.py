@@ -40,6 +40,8 @@ class FolderClasses:
     mapping: dict[int, int] | None
     ignore_colors: tuple[tuple[int, int, int], ...]
     text: bytes  # the file's bytes, part of the scan cache key
+    # a public dataset's preset (data/layouts.py): raw values outside ``mapping`` are not the dataset's, an error
+    strict: bool = False
 
 
 def _color(value: Any, where: str) -> tuple[int, int, int]:
@@ -142,13 +144,13 @@ class MaskReader:
     def __init__(self, spec: FolderClasses) -> None:
         classes = spec.classes
         self.ignore_index, self.num_classes = classes.ignore_index, classes.num_classes
-        self.mapped = spec.mapping is not None
+        self.mapped, self.strict = spec.mapping is not None, spec.strict
         if spec.mapping is None:
             lut = np.full(_RAW_VALUES, _INVALID, dtype=np.int16)
             lut[: classes.num_classes] = np.arange(classes.num_classes)
             lut[classes.ignore_index] = classes.ignore_index
         else:
-            lut = np.full(_RAW_VALUES, classes.ignore_index, dtype=np.int16)
+            lut = np.full(_RAW_VALUES, _INVALID if spec.strict else classes.ignore_index, dtype=np.int16)
             for raw, target in spec.mapping.items():
                 lut[raw] = target
         self.lut = lut
@@ -191,9 +193,12 @@ class MaskReader:
             if raw.size and (raw.min() < 0 or raw.max() >= _RAW_VALUES):
                 raise FolderDataError(f"{path}: mask values outside 0..{_RAW_VALUES - 1} (min {raw.min()}, max {raw.max()})")
         labels = self.lut[raw]
-        if not self.mapped and (labels == _INVALID).any():
+        if (not self.mapped or self.strict) and (labels == _INVALID).any():
             bad = np.unique(raw[labels == _INVALID])
             shown = ", ".join(str(int(value)) for value in bad[:8]) + (", ..." if len(bad) > 8 else "")
+            if self.strict:
+                known = _spans(np.flatnonzero(self.lut != _INVALID))
+                raise FolderDataError(f"{path}: mask values {shown} are not this dataset's label values ({known})")
             raise FolderDataError(
                 f"{path}: mask values {shown} are neither a class (0..{self.num_classes - 1}) nor the ignore index "
                 f"{self.ignore_index}; map them with `mapping:` in classes.yaml"
@@ -214,6 +219,17 @@ class MaskReader:
             shown = ", ".join(str(list(_decode(int(code)))) for code in bad[:5]) + (", ..." if len(bad) > 5 else "")
             raise FolderDataError(f"{path}: mask colours {shown} are not in classes.yaml colors")
         return self.color_classes[slots]
+
+
+def _spans(values: np.ndarray) -> str:
+    """Sorted integers as ``0..33, 255``."""
+    spans: list[list[int]] = []
+    for value in values.tolist():
+        if spans and value == spans[-1][1] + 1:
+            spans[-1][1] = value
+        else:
+            spans.append([value, value])
+    return ", ".join(str(low) if low == high else f"{low}..{high}" for low, high in spans)
 
 
 def _code(color: Sequence[int]) -> int:
@@ -239,3 +255,13 @@ def quiet_image_reads() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(previous)
+
+
+def preset_classes(
+    preset: str, names: Sequence[str], colors: Sequence[Sequence[int]] | None, mapping: dict[int, int] | None
+) -> FolderClasses:
+    """A public dataset's classes (data/layouts.py): its names and palette (for drawing: masks are read by value), and
+    its raw mask values (``mapping``; None: the value is the class); any other value is not the dataset's, an error."""
+    classes = DatasetClasses.create(names, colors)
+    text = f"preset {preset}\n{list(classes.names)}\n{sorted((mapping or {}).items())}".encode()
+    return FolderClasses(classes, False, mapping, (), text, strict=True)

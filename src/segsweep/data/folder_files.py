@@ -43,6 +43,19 @@ class Pair:
     image: Path
     mask: Path
     name: str
+    # more channels of the image, one greyscale file each (nnU-Net's <case>_0001.png, ...), stacked after ``image``'s
+    channels: tuple[Path, ...] = ()
+
+
+def read_pair_image(pair: Pair) -> Tensor:
+    """The pair's image as uint8 [3, H, W]: one file read as RGB, or three single-channel files stacked."""
+    if not pair.channels:
+        return read_image(pair.image)
+    planes = [read_image(path)[0] for path in (pair.image, *pair.channels)]
+    sizes = {tuple(plane.shape) for plane in planes}
+    if len(sizes) > 1:
+        raise ImageError(f"{pair.image}: its channel files differ in size ({', '.join(str(size) for size in sizes)})")
+    return torch.stack(planes)
 
 
 def _files(folder: Path) -> dict[str, Path]:
@@ -88,7 +101,7 @@ def _scan_pair(pair: Pair, reader: MaskReader) -> tuple[str, Any]:
     """("ok", [height, width, mode, class pixel counts]) or ("error", one line naming the file)."""
     try:
         with quiet_image_reads():
-            image = read_image(pair.image)
+            image = read_pair_image(pair)
         with Image.open(pair.image) as opened:
             mode = opened.mode
         mask = reader.read(pair.mask)
@@ -128,7 +141,7 @@ def scan_key(spec: FolderClasses, pairs: Sequence[Pair]) -> str:
     """A hash of classes.yaml and every file's path, size and mtime: equal keys mean the scan still holds."""
     digest = hashlib.sha256(f"segsweep-folder-scan-{_SCAN_VERSION}\n".encode() + spec.text + b"\n")
     for pair in pairs:
-        for path in (pair.image, pair.mask):
+        for path in (pair.image, *pair.channels, pair.mask):
             stat = path.stat()
             digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:24]
@@ -203,7 +216,7 @@ class FolderDataset(Dataset):
         """uint8 [3,H,W] image and uint8 [H,W] mask of pair ``index``, unaugmented."""
         pair = self.pairs[index]
         with quiet_image_reads():
-            image = read_image(pair.image)
+            image = read_pair_image(pair)
         return image, torch.from_numpy(self.reader.read(pair.mask))
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[Tensor, Tensor]:

@@ -16,6 +16,9 @@ from omegaconf.errors import OmegaConfBaseException
 from segsweep.runs.record import RecordError, load_record, record_path
 
 SEED_KEY = "seed"
+FOLD_KEY = "data.fold"
+# what a group pools over: runs differing only in these replicate one setting (a k-fold sweep's fold beside the seed)
+REPLICATE_KEYS = (SEED_KEY, FOLD_KEY)
 MULTIRUN_FILE = "multirun.yaml"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 _OVERRIDE = re.compile(r"^(?P<prefix>~|\+\+|\+)?(?P<key>[^=]+)(?:=(?P<value>.*))?$", re.DOTALL)
@@ -165,3 +168,20 @@ def group_jobs(jobs: Sequence[Job], keys: Sequence[str]) -> dict[str, list[Job]]
         label = ",".join(f"{key}={job.overrides[key]}" if key in job.overrides else f"{key}=<default>" for key in keys)
         groups.setdefault(label or "all jobs", []).append(job)
     return groups
+
+
+def replicate_of(job: Job) -> str:
+    """The job's replicate in its group, the key comparisons pair by: its seed, and its fold in a k-fold sweep."""
+    seed = job.overrides.get(SEED_KEY) or str(((job.metrics or {}).get("config") or {}).get(SEED_KEY, job.name))
+    return seed if FOLD_KEY not in job.overrides else f"{SEED_KEY}={seed},{FOLD_KEY}={job.overrides[FOLD_KEY]}"
+
+
+def replicates_done(jobs: Sequence[Job]) -> str:
+    """``finished/all``, and ``(S seeds x F folds)`` when the jobs are folds of a k-fold sweep."""
+    done = [job for job in jobs if job.finished]
+    folds = {job.overrides[FOLD_KEY] for job in done if FOLD_KEY in job.overrides}
+    if not folds:
+        return f"{len(done)}/{len(jobs)}"
+    seeds = {job.overrides.get(SEED_KEY) for job in done}
+    plural = "" if len(seeds) == 1 else "s"
+    return f"{len(done)}/{len(jobs)} ({len(seeds)} seed{plural} x {len(folds)} folds)"

@@ -132,18 +132,20 @@ def prediction_grid(columns: Mapping[str, np.ndarray], path: Path) -> Path:
 
 def confusion_matrix_png(counts: np.ndarray, share: np.ndarray, class_names: Sequence[str], title: str, path: Path) -> Path:
     """The confusion matrix as an annotated heat map: colour = ``share`` of the true class (row), text = share and count."""
-    size = 1.2 + 1.1 * len(class_names)
+    # ADE20K's 150 classes at 1.1 inch each would be a 20000 px square (GBs): capped, cells unannotated beyond 25
+    annotated = len(class_names) <= 25
+    size = 1.2 + 1.1 * len(class_names) if annotated else 30.0
     figure = Figure(figsize=(size + 1.2, size))
     axes = figure.add_subplot()
     shown = axes.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
     ticks = range(len(class_names))
-    axes.set_xticks(ticks, class_names, rotation=30, ha="right")
-    axes.set_yticks(ticks, class_names)
+    axes.set_xticks(ticks, class_names, rotation=30 if annotated else 90, ha="right", fontsize=None if annotated else 5)
+    axes.set_yticks(ticks, class_names, fontsize=None if annotated else 5)
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
     axes.set_title(title, fontsize=10)
-    for i in ticks:
+    for i in ticks if annotated else ():
         for j in ticks:
             value = share[i, j]
             text = "n/a" if math.isnan(value) else f"{100 * value:.1f}%\n{int(counts[i, j]):,}"

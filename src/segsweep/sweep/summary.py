@@ -15,7 +15,7 @@ from segsweep.sweep.groups import Group, Report, strata
 from segsweep.sweep.headline import headline
 from segsweep.sweep.imbalance import pixel_share
 from segsweep.sweep.intervals import Estimate, SeedResult, group_estimate
-from segsweep.sweep.jobs import SEED_KEY, Job, find_jobs, group_jobs, parse_override, swept_keys
+from segsweep.sweep.jobs import REPLICATE_KEYS, SEED_KEY, Job, find_jobs, group_jobs, parse_override, replicate_of, swept_keys
 from segsweep.sweep.stats import convergence_epoch, convergence_images, default_threshold, mean_std, nan_to
 from segsweep.sweep.verdicts import compare_to_best, pairs, seeds_needed
 
@@ -64,9 +64,11 @@ def summarize(sweep_dir: str | Path, threshold: float | None = None) -> Report:
     rare_class = rarest_class(finished, class_names)
     metric_names = [*SUMMARY_METRICS, *(f"test/iou/{name}" for name in class_names)]
     groups = []
-    for label, members in group_jobs(readable, [key for key in keys if key != SEED_KEY]).items():
+    for label, members in group_jobs(readable, [key for key in keys if key not in REPLICATE_KEYS]).items():
         group = Group(
-            label=label, params={key: members[0].overrides.get(key, "<default>") for key in keys if key != SEED_KEY}, jobs=members
+            label=label,
+            params={key: members[0].overrides.get(key, "<default>") for key in keys if key not in REPLICATE_KEYS},
+            jobs=members,
         )
         done = group.finished
         for name in metric_names:
@@ -90,7 +92,7 @@ def summarize(sweep_dir: str | Path, threshold: float | None = None) -> Report:
         groups.sort(key=lambda group: order[group.params.get(stratum_key)])
     report = Report(
         sweep_dir=sweep_dir,
-        swept=[key for key in keys if key != SEED_KEY],
+        swept=[key for key in keys if key not in REPLICATE_KEYS],
         class_names=class_names,
         rare_class=rare_class,
         stratum_key=stratum_key,
@@ -110,11 +112,12 @@ def summarize(sweep_dir: str | Path, threshold: float | None = None) -> Report:
 
 
 def _seed_results(group: Group, class_names: Sequence[str], class_index: int | None) -> dict[str, SeedResult]:
-    """The group's finished jobs by seed: test mIoU (or one class's IoU) and the per-image counts of the run."""
+    """The group's finished jobs by replicate (seed, and fold in a k-fold sweep): test mIoU (or one class's IoU) and
+    the per-image counts of the run."""
     name = "test/mIoU" if class_index is None else f"test/iou/{class_names[class_index]}"
     results = {}
     for job in group.finished:
-        seed = job.overrides.get(SEED_KEY) or str((job.metrics.get("config") or {}).get(SEED_KEY, job.name))
+        seed = replicate_of(job)
         counts = read_image_counts(job.path)
         usable = counts is not None and counts["classes"] == list(class_names)
         results[seed] = SeedResult(

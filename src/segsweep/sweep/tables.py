@@ -15,7 +15,7 @@ from segsweep.runs.files import csv_text
 from segsweep.sweep.groups import Group, Report
 from segsweep.sweep.headline import fmt, pm
 from segsweep.sweep.intervals import Estimate
-from segsweep.sweep.jobs import SEED_KEY
+from segsweep.sweep.jobs import SEED_KEY, replicates_done
 from segsweep.sweep.search import shown_label
 
 
@@ -111,7 +111,7 @@ def _columns(report: Report, compact: bool = False) -> list[tuple[str, Any]]:
 
     return [
         ("group", shown_label),
-        ("seeds" if compact else "seeds done", lambda group: f"{len(group.finished)}/{len(group.jobs)}"),
+        ("seeds" if compact else "seeds done", lambda group: replicates_done(group.jobs)),
         ("test mIoU" if compact else "test mIoU [95% CI]", lambda g: _counted(g, "test/mIoU", _miou_cell(g, compact))),
         ("vs best" if compact else "paired diff vs best [95% CI] Holm p", lambda group: _diff_cell(group, compact)),
         *((name if compact else f"IoU {name}", detail(f"test/iou/{name}")) for name in report.class_names),
