@@ -32,7 +32,7 @@ from types import ModuleType
 import torch
 
 SCRIPTS = Path(__file__).resolve().parent
-BENCHMARKS = ("overhead", "scenes", "sliding_window", "efficiency", "memory", "folder_memory", "sweep")
+BENCHMARKS = ("overhead", "scenes", "sliding_window", "surface_metrics", "efficiency", "memory", "folder_memory", "sweep")
 
 
 def load(name: str) -> ModuleType:

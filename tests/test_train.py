@@ -15,7 +15,8 @@ from segsweep.data.datamodule import SceneDataModule
 from .conftest import read_metrics, run_module
 
 CLASSES = ("background", "road", "car", "pedestrian")
-STAGE_METRICS = ["loss", "mIoU", "pixel_acc", "boundary_f1", *(f"iou/{name}" for name in CLASSES)]
+PER_CLASS = [f"{metric}/{name}" for metric in ("iou", "dice") for name in CLASSES]
+STAGE_METRICS = ["loss", "mIoU", "mDice", "pixel_acc", "boundary_f1", *PER_CLASS]
 
 
 def load_events(run_dir: Path) -> dict:
