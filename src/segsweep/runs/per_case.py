@@ -21,15 +21,15 @@ def per_image_scores(intersection: np.ndarray, union: np.ndarray) -> tuple[np.nd
     return iou, dice
 
 
-def class_mean(values: np.ndarray) -> np.ndarray:
-    """The mean over classes [images] of per-image scores [images, C], NaN left out (NaN for an image with none)."""
+def row_mean(values: np.ndarray) -> np.ndarray:
+    """The mean of each row of a 2-D array (per image over its classes, say), NaN left out (NaN for a row of NaN)."""
     present = ~np.isnan(values)
     return np.where(present.any(1), np.nansum(values, 1) / np.maximum(present.sum(1), 1), np.nan)
 
 
 def per_image_miou(intersection: np.ndarray, union: np.ndarray) -> np.ndarray:
     """Each image's mIoU [images]: the mean IoU over the classes in its truth or prediction (NaN if none)."""
-    return class_mean(per_image_scores(intersection, union)[0])
+    return row_mean(per_image_scores(intersection, union)[0])
 
 
 def per_case_text(
@@ -42,7 +42,7 @@ def per_case_text(
     """The CSV: a row per image in test-loader order (``image``: its index), mIoU, mDice, then per-class columns."""
     iou, dice = per_image_scores(intersection, union)
     columns = {"iou": iou, "dice": dice, **({} if hd95 is None else {"hd95": hd95}), **({} if nsd is None else {"nsd": nsd})}
-    miou, mdice = class_mean(iou), class_mean(dice)
+    miou, mdice = row_mean(iou), row_mean(dice)
     rows = []
     for index in range(iou.shape[0]):
         row: dict[str, object] = {"image": index, "mIoU": float(miou[index]), "mDice": float(mdice[index])}

@@ -1,4 +1,4 @@
-"""PNG plots of a sweep report (arrays in, PNG out): learning curves, per-class IoU, differences, imbalance, predictions, search.
+"""PNG plots of a sweep report (arrays in, PNG out): curves, per-class IoU, differences, per-case, imbalance, predictions, search.
 
 Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot, no global backend change)
 and written atomically.
@@ -18,6 +18,7 @@ from matplotlib.ticker import LogFormatterSciNotation, MaxNLocator, NullFormatte
 from segsweep.runs.files import write_atomic
 from segsweep.sweep.imbalance import RarityPoint
 from segsweep.sweep.intervals import mean_band
+from segsweep.sweep.per_case import PerCase
 from segsweep.sweep.search import SearchPlot
 
 Curve = Sequence[tuple[int, float]]  # (epoch counted from 1, val mIoU)
@@ -111,6 +112,31 @@ def per_class_iou(
     axes.set_title("Test IoU per class (mean over seeds, error bar = std)")
     axes.grid(axis="y", alpha=0.3)
     axes.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def per_case(cases: PerCase | None, path: Path) -> Path | None:
+    """Box plots per group of its per-test-image mIoU (left) and of each image's paired difference to the best group
+    of its stratum (right); None without per-image counts."""
+    if cases is None:
+        return None
+    figure = Figure(figsize=(11, 1.6 + 0.45 * len(cases.labels)))
+    left, right = figure.subplots(1, 2, sharey=True)
+    rows = np.arange(len(cases.labels))[::-1] + 1
+    finite = [values[~np.isnan(values)] for values in cases.miou]
+    left.boxplot(finite, vert=False, positions=rows, widths=0.6, showmeans=True)
+    left.set_xlabel("per-image test mIoU (mean over seeds)")
+    left.set_title("Per-case distribution", fontsize=10)
+    paired = [(row, diff[~np.isnan(diff)]) for row, diff in zip(rows, cases.diff) if diff is not None]
+    if paired:
+        right.boxplot([diff for _, diff in paired], vert=False, positions=[row for row, _ in paired], widths=0.6, showmeans=True)
+    right.axvline(0.0, color="black", linewidth=1)
+    left.set_yticks(rows, cases.labels)  # after both box plots: each sets the shared axis' ticks to its positions
+    bests = sorted(set(cases.best))
+    right.set_xlabel(f"per-image mIoU minus that of {bests[0] if len(bests) == 1 else 'the best group at its level'}")
+    right.set_title("Paired per-case difference to the best group", fontsize=10)
+    for axes in (left, right):
+        axes.grid(axis="x", alpha=0.3)
     return _save(figure, path)
 
 
