@@ -108,6 +108,12 @@ class SegmentationModule(pl.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
 
+    def on_train_epoch_start(self) -> None:
+        # a loss scheduled over epochs (loss=boundary) takes the epoch from the trainer: a resumed run continues it
+        set_epoch = getattr(self.loss, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(self.current_epoch)
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, masks = batch
         loss = self.loss(self(images), masks)

@@ -38,7 +38,7 @@ class CompoundLoss(nn.Module):
             if isinstance(weight, bool) or not isinstance(weight, (int, float)):
                 raise ValueError(f"loss.terms.{name}.weight={weight!r}: expected a number")
             weights[name] = float(weight)
-            losses[name] = _build(name, term["loss"], class_weights, ignore_index)
+            losses[name] = build_loss(f"loss.terms.{name}.loss", term["loss"], class_weights, ignore_index)
         self.terms = nn.ModuleDict(losses)
         self.weights = weights
 
@@ -51,18 +51,19 @@ class CompoundLoss(nn.Module):
         return total
 
 
-def _build(name: str, loss: Any, class_weights: Tensor | Sequence[float] | None, ignore_index: int) -> nn.Module:
-    """A term's loss module: given, or built from its config with the compound's ignore index and class weights."""
+def build_loss(key: str, loss: Any, class_weights: Tensor | Sequence[float] | None, ignore_index: int) -> nn.Module:
+    """A loss module inside another (at config ``key``): given, or built from its config with the outer loss's ignore
+    index and, where the config takes them, its class weights."""
     if isinstance(loss, nn.Module):
         return loss
     if not isinstance(loss, Mapping) or "_target_" not in loss:
-        raise ValueError(f"loss.terms.{name}.loss: expected a loss config with a _target_, got {loss!r}")
+        raise ValueError(f"{key}: expected a loss config with a _target_, got {loss!r}")
     options: dict[str, Any] = {"ignore_index": ignore_index}
     if class_weights is not None and "class_weights" in loss:
         options["class_weights"] = class_weights
     module = instantiate(loss, **options)
     if not isinstance(module, nn.Module):
-        raise ValueError(f"loss.terms.{name}.loss: {loss['_target_']} is not a loss module")
+        raise ValueError(f"{key}: {loss['_target_']} is not a loss module")
     return module
 
 
