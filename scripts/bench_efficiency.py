@@ -46,10 +46,11 @@ from benchlib import (
 )
 from segsweep.app.build import build_module
 from segsweep.app.compose import compose_config
+from segsweep.data.contract import SegmentationData
 from segsweep.models.module import SegmentationModule
 
 
-def _module(cfg: Any, datamodule: Any, **flags: Any) -> tuple[SegmentationModule, torch.optim.Optimizer]:
+def _module(cfg: Any, datamodule: SegmentationData, **flags: Any) -> tuple[SegmentationModule, torch.optim.Optimizer]:
     torch.manual_seed(0)
     with_flags = copy.deepcopy(cfg)
     for key, value in flags.items():

@@ -34,7 +34,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from benchlib import QUICK_OVERRIDES, line, plain_fit, quiet_lightning, set_threads
 from segsweep.app.build import build_module, class_weights
 from segsweep.app.compose import compose_config
-from segsweep.data.datamodule import SceneDataModule
+from segsweep.data.scenes_datamodule import SceneDataModule
 
 TARGET = 0.95
 

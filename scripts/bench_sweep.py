@@ -48,9 +48,10 @@ from benchlib import (
     step_flops,
     training_step,
 )
+from segsweep import machine
 from segsweep.app.build import build_module
 from segsweep.app.compose import compose_config
-from segsweep.app.parallel import available_cores, available_memory_gb, plan_split
+from segsweep.app.parallel import plan_split
 from segsweep.runs.cli import configure_torch
 
 FLOP_FRACTION_TARGET = 0.65
@@ -175,9 +176,9 @@ def run(
         overrides += QUICK_SWEEP
     else:
         jobs = math.prod(len(str(values).split(",")) for values in cfg_sweep_params(overrides).values())
-    cores = threads or available_cores()
-    gpus = torch.cuda.device_count() if device == "cuda" else 0
-    split = plan_split(jobs, cores, gpus, available_memory_gb())  # what the sweep's launcher will choose
+    cores = threads or machine.available_cores()
+    gpus = machine.gpu_count() if device == "cuda" else 0
+    split = plan_split(jobs, cores, gpus, machine.available_memory())  # what the sweep's launcher will choose
     used = set_threads(threads or split.threads)
     counted["sweep_flops"] = counted["job_flops"] * jobs
     step_s = step_seconds(cfg, device, 3 if quick else repeats)

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
 from segsweep.app.build import class_weights
+from segsweep.data.contract import SegmentationData
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # torch's own default (one thread per core), read before any benchmark changes it
@@ -84,7 +85,9 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", module="lightning_fabric")
 
 
-def plain_fit(cfg: DictConfig, datamodule: Any, epochs: int, steps: int | None = None) -> tuple[list[float], list[float]]:
+def plain_fit(
+    cfg: DictConfig, datamodule: SegmentationData, epochs: int, steps: int | None = None
+) -> tuple[list[float], list[float]]:
     """The training of ``cfg`` as a bare PyTorch loop over the datamodule's train loader: the framework's reference.
 
     Returns the wall time at the end of every epoch and, if ``steps`` limits the batches of an epoch, their losses.

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +13,7 @@ from omegaconf import DictConfig
 
 from segsweep.app.compose import compose_config
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from .helpers.commands import run_module
 
 
 def _share_cores_between_workers() -> None:
@@ -39,37 +36,6 @@ def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
 
     yield make
     GlobalHydra.instance().clear()
-
-
-def run_module(
-    module: str,
-    *args: str,
-    cwd: Path | None = None,
-    check: bool = True,
-    timeout: int = 600,
-    unset: tuple[str, ...] = (),
-) -> subprocess.CompletedProcess:
-    """``python -m module args`` in a subprocess, as a user would type it; ``unset``: environment variables it lacks."""
-    env = {key: value for key, value in os.environ.items() if key not in unset}
-    env.update(PYTHONUNBUFFERED="1", COLUMNS="120")
-    result = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd or REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"{module} {' '.join(args)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-        )
-    return result
-
-
-def read_metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 @pytest.fixture(scope="session")

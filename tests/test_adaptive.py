@@ -11,8 +11,8 @@ from segsweep.report import build_report
 from segsweep.sweep.adaptive import DESIGN_FILE, Design, check_stages, next_groups, read_design, run_design
 from segsweep.sweep.summary import summarize
 
-from .conftest import run_module
-from .test_report import fake_job
+from .helpers.commands import run_module
+from .helpers.outputs import fake_job
 
 # per seed: a clearly worse group, and two that no number of seeds here can tell apart
 VALUES = {
@@ -110,3 +110,15 @@ def test_a_real_adaptive_sweep_runs_its_looks_and_a_rerun_skips_what_finished(tm
     assert sorted(path.name for path in sweep.iterdir() if (path / "metrics.json").is_file()) == jobs
     refused = run_module("segsweep.train", *command, "seed=1,2", check=False)
     assert refused.returncode != 0 and "chooses the seeds itself" in refused.stdout + refused.stderr
+
+
+def test_the_adaptive_configs_compose_and_the_sweeper_instantiates(make_config):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+
+    make_config("experiment=loss_comparison_adaptive")
+    sweeper = HydraConfig.get().sweeper
+    assert list(sweeper.stages) == [3, 5, 8, 12] and sweeper.alpha == 0.05
+    assert "seed" in sweeper.params  # the loss study's own seeds, which the sweeper sets aside for its stages
+    built = instantiate(sweeper)
+    assert type(built).__name__ == "AdaptiveSeedSweeper" and built.stages == [3, 5, 8, 12]

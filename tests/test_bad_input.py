@@ -9,7 +9,7 @@ from hydra.errors import HydraException
 
 from segsweep.app.preflight import composition_error, error_line
 
-from .conftest import run_module
+from .helpers.commands import run_module
 
 # (entry point, overrides, what the one error line must say); train's cases need no checkpoint
 TRAIN_CASES = [

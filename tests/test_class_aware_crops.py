@@ -11,7 +11,7 @@ import torch
 from segsweep.data.augment import Augment, AugmentSpec, RareCrops, rare_by_share
 from segsweep.data.folder import FolderDataModule
 
-from .test_folder import NAMES, classes_yaml, write_pair
+from .helpers.folders import NAMES, classes_yaml, write_pair
 
 VEHICLE = NAMES.index("vehicle")
 # 16 px crops of 64 px images: a random crop rarely holds the 3x3 vehicle blob

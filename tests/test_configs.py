@@ -10,7 +10,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from segsweep.app.build import build_module, class_weights, instantiate_all
-from segsweep.app.config import CONFIG_DIR, validate
+from segsweep.app.config import CONFIG_DIR
+from segsweep.app.validation import validate
 from segsweep.export_scenes import export
 
 # Groups that describe Hydra itself; they compose with every run and are checked below.

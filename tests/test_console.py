@@ -12,10 +12,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from segsweep.app.banner import end_line, results_line
-from segsweep.runs.callbacks import recorded_choices
+from segsweep.runs.choices import recorded_choices
 from segsweep.runs.console import NOISE_MESSAGES, NOISE_WARNINGS, route_to_run_log, significant
 
-from .conftest import run_module
+from .helpers.commands import run_module
 
 FAST = ["debug=fast", "trainer.max_epochs=2"]
 

@@ -1,7 +1,10 @@
 import torch
 
-from segsweep.data.datamodule import SceneDataModule
+from segsweep.data.contract import SegmentationData
+from segsweep.data.folder import FolderDataModule
 from segsweep.data.samplers import EpochSeededSampler
+from segsweep.data.scenes_datamodule import SceneDataModule
+from segsweep.export_scenes import export
 
 
 def small(**kwargs):
@@ -89,3 +92,13 @@ def test_class_image_pixels_count_the_images_containing_each_class():
     with_pedestrians = sum(bool((mask == 3).any()) for mask in masks)
     assert image_pixels[3] == with_pedestrians * 32 * 32
     assert 0 < with_pedestrians < 24
+
+
+def test_both_datamodules_satisfy_the_contract(tmp_path):
+    folder = FolderDataModule(str(export(tmp_path / "folder", {"train": 4, "val": 2, "test": 2}, 32, seed=0)), crop_size=32)
+    for datamodule in (small(), folder):
+        assert isinstance(datamodule, SegmentationData), type(datamodule).__name__
+        assert datamodule.classes.num_classes == datamodule.num_classes == len(datamodule.class_pixel_counts)
+        assert datamodule.class_presence.shape == (datamodule.split_sizes["train"], datamodule.num_classes)
+    assert (small().inference_roi, folder.inference_roi) == (None, 32)
+    assert (small().classes_from_data, folder.classes_from_data) == (False, True)

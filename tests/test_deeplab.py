@@ -12,11 +12,12 @@ from torchvision.models import mobilenet_v3_large, resnet50
 from torchvision.models.segmentation import lraspp_mobilenet_v3_large
 
 from segsweep.app.build import build_module, load_module
-from segsweep.data.datamodule import SceneDataModule
+from segsweep.data.scenes_datamodule import SceneDataModule
 from segsweep.models.nets.torchvision_models import LRASPP, DeepLabV3, hub_checkpoint_path
 from segsweep.models.nets.torchvision_models import LRASPP_MobileNet_V3_Large_Weights as LRASPPWeights
 
-from .conftest import REPO_ROOT, read_metrics, run_module
+from .helpers.commands import REPO_ROOT, run_module
+from .helpers.outputs import read_metrics
 
 
 @pytest.fixture

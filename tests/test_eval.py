@@ -10,13 +10,8 @@ from PIL import Image
 
 from segsweep.eval import data_config, normalized, per_class_table
 
-from .conftest import read_metrics, run_module
-
-CLASSES = ("background", "road", "car", "pedestrian")
-
-
-def error_lines(result) -> list[str]:
-    return [line for line in (result.stdout + result.stderr).splitlines() if "ERROR" in line or "Error" in line]
+from .helpers.commands import error_lines, run_module
+from .helpers.outputs import CLASSES, read_metrics
 
 
 def test_eval_reproduces_the_training_test_metrics(fast_run, tmp_path):
@@ -89,7 +84,7 @@ def test_a_corrupt_checkpoint_is_one_line_naming_it(tmp_path):
     checkpoint.write_bytes(random.Random(0).randbytes(4096))
     result = run_module("segsweep.eval", f"ckpt_path={checkpoint}", f"hydra.run.dir={tmp_path / 'eval'}", check=False)
     assert result.returncode != 0
-    (line,) = [line for line in error_lines(result) if str(checkpoint) in line]
+    (line,) = [line for line in error_lines(result, "ERROR", "Error") if str(checkpoint) in line]
     assert "eval failed" in line
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "eval" / "eval.json").exists()

@@ -16,26 +16,21 @@ from tensorboard.backend.event_processing.event_multiplexer import EventMultiple
 
 from segsweep.data import folder_files
 from segsweep.data.augment import Augment, AugmentSpec
-from segsweep.data.datamodule import SceneDataModule
 from segsweep.data.folder import FolderDataModule
+from segsweep.data.scenes_datamodule import SceneDataModule
 from segsweep.export_scenes import default_scene, export
 from segsweep.export_scenes import main as export_main
 from segsweep.inference import sliding_window_inference
 from segsweep.models.module import SegmentationModule
 from segsweep.models.nets.unet import UNet
 
-from .conftest import read_metrics, run_module
+from .helpers.commands import run_module
+from .helpers.folders import COLORS, NAMES, classes_yaml, image_for, write_pair
+from .helpers.outputs import read_metrics
 
-NAMES = ["sky", "road", "vehicle"]
-COLORS = [[70, 130, 180], [128, 64, 128], [0, 0, 142]]
 # tiny runs: a small U-Net on 32 px crops, one epoch
 TINY = ("model.base_channels=8", "model.depth=2", "data.crop_size=32", "data.batch_size=4", "trainer.max_epochs=1")
 QUIET = ("trainer.enable_model_summary=false", "callbacks.prediction_images.every_n_epochs=1")
-
-
-def classes_yaml(root: Path, **content) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "classes.yaml").write_text(yaml.safe_dump(content))
 
 
 def labels(height: int, width: int, seed: int) -> np.ndarray:
@@ -48,34 +43,6 @@ def labels(height: int, width: int, seed: int) -> np.ndarray:
     mask[top : top + 8, left : left + 10] = 2
     mask[:, :2] = 255
     return mask
-
-
-def image_for(mask: np.ndarray, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed + 1000)
-    palette = np.array([[90, 140, 200], [110, 110, 110], [200, 40, 40], [0, 0, 0]] + [[0, 0, 0]] * 252, dtype=np.int64)
-    pixels = palette[np.where(mask == 255, 3, mask)] + rng.integers(-15, 16, (*mask.shape, 3))
-    return np.clip(pixels, 0, 255).astype(np.uint8)
-
-
-def write_pair(root: Path, split: str, name: str, mask: np.ndarray, seed: int, image_format: str = "png", mask_kind: str = "L"):
-    """An image (png, jpg, bmp) and its mask: L or P index PNG (through RAW when the dataset has a mapping) or RGB colours."""
-    (root / split / "images").mkdir(parents=True, exist_ok=True)
-    (root / split / "masks").mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image_for(mask, seed)).save(root / split / "images" / f"{name}.{image_format}")
-    path = root / split / "masks" / f"{name}.png"
-    if mask_kind == "rgb":
-        colors = np.array(COLORS + [[0, 0, 0]] * 253, dtype=np.uint8)
-        Image.fromarray(colors[np.where(mask == 255, 3, mask)]).save(path)
-    elif mask_kind == "raw":  # Cityscapes-like raw ids, mapped by classes.yaml
-        raw = np.select([mask == 0, mask == 1, mask == 2], [23, 7, 26], default=0).astype(np.uint8)
-        Image.fromarray(raw, mode="L").save(path)
-    elif mask_kind in ("P", "Praw"):  # indexed PNG: the index is the value (raw ids for "Praw")
-        values = mask if mask_kind == "P" else np.select([mask == 0, mask == 1, mask == 2], [23, 7, 26], default=0)
-        image = Image.fromarray(values.astype(np.uint8), mode="P")
-        image.putpalette([channel for color in COLORS for channel in color] + [0] * (768 - 9))
-        image.save(path)
-    else:
-        Image.fromarray(mask, mode="L").save(path)
 
 
 @pytest.fixture

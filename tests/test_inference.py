@@ -7,7 +7,7 @@ from monai.data.utils import compute_importance_map
 from monai.inferers import sliding_window_inference as monai_sliding_window_inference
 from torch import nn
 
-from segsweep.inference import importance_map, sliding_window_inference, tile_starts
+from segsweep.inference import importance_map, sliding_window_argmax, sliding_window_inference, tile_starts
 
 TOL = 1e-4
 
@@ -157,3 +157,41 @@ def test_benchmark_script_smoke():
     result = bench.run(size=96, roi=32, overlap=0.25, tile_batch=4, repeats=1)
     assert result["max_abs_diff"] <= TOL
     assert result["ours_s"] > 0 and result["monai_s"] > 0
+
+
+# ---------------------------------------------------------------- bounded memory: argmax in stripes, uint8 tiles
+
+
+@pytest.mark.parametrize(("shape", "roi", "overlap", "mode", "tile_batch"), CASES)
+@pytest.mark.parametrize("predictor_name", ["pointwise", "conv_model"])
+def test_the_bounded_path_gives_the_full_paths_argmax(shape, roi, overlap, mode, tile_batch, predictor_name):
+    predictor = pointwise if predictor_name == "pointwise" else conv_model()
+    images = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full = sliding_window_inference(images, predictor, roi, overlap=overlap, mode=mode, tile_batch=tile_batch)
+        bounded = sliding_window_argmax(images, predictor, roi, overlap=overlap, mode=mode, tile_batch=tile_batch)
+    assert bounded.dtype == torch.uint8 and bounded.shape == full.shape[:1] + full.shape[2:]
+    assert torch.equal(bounded.long(), full.argmax(dim=1))
+
+
+def test_the_bounded_path_takes_uint8_images_and_converts_tiles():
+    model = conv_model()
+    images = torch.randint(0, 256, (1, 3, 150, 97), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    seen: list[torch.dtype] = []
+
+    def predictor(tiles: torch.Tensor) -> torch.Tensor:
+        seen.append(tiles.dtype)
+        return model(tiles.float() / 255)
+
+    with torch.no_grad():
+        full = sliding_window_inference(images.float() / 255, model, 32, tile_batch=5)
+        bounded = sliding_window_argmax(images, predictor, 32, tile_batch=5)
+    assert set(seen) == {torch.uint8}
+    assert torch.equal(bounded.long(), full.argmax(dim=1))
+
+
+def test_more_than_256_classes_give_int64_indices():
+    images = torch.randn(1, 3, 40, 40)
+    logits = torch.randn(1, 300, 40, 40)
+    bounded = sliding_window_argmax(images, lambda tiles: logits[:, :, :16, :16].expand(len(tiles), -1, -1, -1), 16)
+    assert bounded.dtype == torch.int64 and int(bounded.max()) < 300

@@ -12,7 +12,7 @@ from segsweep.data.classes import IGNORE_INDEX, DatasetClasses
 from segsweep.models.metrics import BoundaryF1, confusion_matrix, iou_from_confusion, mean_iou, pixel_accuracy
 from segsweep.models.module import stage_metrics
 
-from .conftest import REPO_ROOT
+from .helpers.commands import REPO_ROOT
 
 REDUCTIONS = ("per_image", "pooled")
 STATES = {"pooled": {"matched_pred", "total_pred", "matched_gt", "total_gt"}, "per_image": {"f1_sum", "images"}}

@@ -8,7 +8,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from segsweep.app.naming import job_dirname, name_of, run_suffix, shorten
-from segsweep.runs.console import shown_value
+from segsweep.runs.overrides import shown_value
 
 
 def hydra_root(task: list[str], sweep_dir: Path, params: dict | None = None, choices: dict | None = None):

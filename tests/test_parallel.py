@@ -7,10 +7,11 @@ import sys
 
 import pytest
 
+from segsweep import machine
 from segsweep.app import launch
-from segsweep.app.parallel import Split, available_cores, available_memory_gb, plan_split, with_split
+from segsweep.app.parallel import GIB, Split, plan_split, with_split
 
-from .conftest import REPO_ROOT, run_module
+from .helpers.commands import REPO_ROOT, run_module
 
 
 @pytest.mark.parametrize(
@@ -28,7 +29,7 @@ from .conftest import REPO_ROOT, run_module
     ],
 )
 def test_the_split_uses_every_core_within_memory(jobs, cores, gpus, memory_gb, processes, expected):
-    split = plan_split(jobs, cores, gpus, memory_gb, 2.0, processes)
+    split = plan_split(jobs, cores, gpus, None if memory_gb is None else int(memory_gb * GIB), 2.0, processes)
     assert (split.processes, split.threads, split.gpus) == expected
     assert split.processes * split.threads <= max(cores, split.processes)
 
@@ -37,25 +38,6 @@ def test_the_split_uses_every_core_within_memory(jobs, cores, gpus, memory_gb, p
 def test_a_bad_process_count_names_the_key(processes):
     with pytest.raises(ValueError, match="hydra.launcher.processes"):
         plan_split(4, 2, processes=processes)
-
-
-def test_the_cores_are_the_affinity_within_omp_num_threads(monkeypatch):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    cores = available_cores()
-    assert cores >= 1
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert available_cores() == 1
-    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
-    assert available_cores() == cores
-
-
-def test_available_memory_is_read_from_meminfo(tmp_path):
-    meminfo = tmp_path / "meminfo"
-    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:   20971520 kB\n")
-    assert available_memory_gb(meminfo) == 20.0
-    meminfo.write_text("MemTotal: 1 kB\n")
-    assert available_memory_gb(meminfo) is None
-    assert available_memory_gb(tmp_path / "missing") is None
 
 
 def test_every_job_gets_the_thread_count_unless_the_command_gives_one():
@@ -92,7 +74,7 @@ def test_a_sweep_runs_its_jobs_side_by_side_and_records_the_split(tmp_path):
     sweep = tmp_path / "sweep"
     # OMP_NUM_THREADS is unset as on a user's machine (pytest-xdist sets it to each worker's share of the cores)
     result = run_module("segsweep.train", "-m", "debug=fast", "seed=1,2", f"hydra.sweep.dir={sweep}", unset=("OMP_NUM_THREADS",))
-    split = plan_split(2, len(os.sched_getaffinity(0)), memory_gb=available_memory_gb())
+    split = plan_split(2, len(os.sched_getaffinity(0)), memory=machine.available_memory())
     assert f"Launching 2 job(s): {split.describe()}" in result.stdout + result.stderr
     for seed in (1, 2):
         job = sweep / f"seed={seed}"  # named by the swept key only: threads= is left out
@@ -109,7 +91,8 @@ def test_batches_are_pinned_only_for_a_cuda_trainer():
 
     import torch
 
-    from segsweep.data.datamodule import SceneDataModule, pin_memory
+    from segsweep.data.loaders import pin_memory
+    from segsweep.data.scenes_datamodule import SceneDataModule
 
     def trainer_on(device: str) -> SimpleNamespace:
         return SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))

@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
+from segsweep.app.sources import parse_size
+from segsweep.data.images import ImageError, read_image
 from segsweep.data.scenes import CLASS_COLORS
 from segsweep.models.metrics import confusion_matrix, iou_from_confusion
-from segsweep.runs.images import ImageError, read_image
-from segsweep.runs.sources import parse_size
 
-from .conftest import run_module
+from .helpers.commands import error_lines, run_module
 
 PALETTE = [channel for color in CLASS_COLORS for channel in color]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -22,10 +22,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def predict(*args: str, check: bool = True):
     return run_module("segsweep.predict", *args, check=check)
-
-
-def error_lines(result) -> list[str]:
-    return [line for line in (result.stdout + result.stderr).splitlines() if "ERROR" in line]
 
 
 def check_mask(path: Path, size: tuple[int, int]) -> np.ndarray:

@@ -11,18 +11,16 @@ import statistics
 from pathlib import Path
 
 import pytest
-import yaml
 from omegaconf import OmegaConf
-from PIL import Image
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
 from segsweep.report import SweepReportCallback, build_report, main
 from segsweep.sweep.stats import convergence_epoch
 from segsweep.sweep.summary import summarize
 
-from .conftest import read_metrics, run_module
+from .helpers.commands import run_module
+from .helpers.outputs import CLASSES, assert_png, fake_job, read_metrics
 
-CLASSES = ("background", "road", "car", "pedestrian")
 JOBS = {"loss=ce,seed=1", "loss=ce,seed=2", "loss=dice,seed=1", "loss=dice,seed=2"}
 # `trainer.max_epochs` is not one of conf/hydra/default.yaml's excluded keys; excluded here so jobs are named loss=...,seed=...
 EXCLUDE = (
@@ -56,12 +54,6 @@ def stats(values: list[float]) -> tuple[float, float]:
 def read_csv(path: Path) -> dict[str, dict[str, str]]:
     with path.open() as file:
         return {row["group"]: row for row in csv.DictReader(file)}
-
-
-def assert_png(path: Path) -> None:
-    with Image.open(path) as image:
-        assert image.format == "PNG" and image.width >= 300 and image.height >= 200, (path, image.size)
-        image.verify()
 
 
 def test_a_real_sweep_has_named_jobs_tensorboard_runs_and_a_report(sweep):
@@ -155,34 +147,6 @@ def test_convergence_epoch_counts_from_one_and_says_never():
     assert convergence_epoch(history, 0.7) == 3
     assert convergence_epoch(history, 0.71) is None
     assert convergence_epoch([], 0.1) is None
-
-
-def fake_job(
-    job_dir: Path,
-    overrides: list[str],
-    test_miou: float,
-    curve: list[float],
-    status: str = "completed",
-    images_per_epoch: int | None = None,
-) -> None:
-    """A job dir as a multirun leaves it (overrides.yaml, metrics.json), without checkpoints; without
-    ``images_per_epoch`` its history has no ``images_seen``, as runs from before they were counted."""
-    (job_dir / ".hydra").mkdir(parents=True)
-    (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    test = {"test/mIoU": test_miou, "test/pixel_acc": 0.9, "test/boundary_f1": 0.5, "test/loss": 0.3}
-    test |= {f"test/iou/{name}": test_miou + 0.01 * index for index, name in enumerate(CLASSES)}
-    history = [{"epoch": epoch, "val/mIoU": value, "time_s": 10.0 * (epoch + 1)} for epoch, value in enumerate(curve)]
-    if images_per_epoch is not None:
-        history = [entry | {"images_seen": images_per_epoch * (entry["epoch"] + 1)} for entry in history]
-    metrics = {
-        "status": status,
-        "error": None,
-        "config": {},
-        "best": {"val/mIoU": max(curve), "epoch": 0},
-        "test": test,
-        "history": history,
-    }
-    (job_dir / "metrics.json").write_text(json.dumps(metrics))
 
 
 def test_a_sweep_over_the_learning_rate_is_grouped_by_it(tmp_path):

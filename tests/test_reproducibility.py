@@ -13,7 +13,8 @@ import torch
 from segsweep.runs.checkpoint import CheckpointError, load_checkpoint
 from segsweep.runs.manifest import manifest as run_manifest
 
-from .conftest import REPO_ROOT, read_metrics, run_module
+from .helpers.commands import REPO_ROOT, run_module
+from .helpers.outputs import read_metrics
 
 # Small but with enough batches per epoch that a kill lands inside an epoch.
 SMALL = [

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from segsweep.app.lifecycle import record_failure, training_command
 from segsweep.app.rundir import has_run_records
-from segsweep.runs.callbacks import MetricsFile
-from segsweep.runs.record import failed_record, record_path, was_recorded, write_record
+from segsweep.runs.callbacks.metrics_file import MetricsFile
+from segsweep.runs.record import failed_record, record_path, write_record
 
-from .conftest import read_metrics, run_module
+from .helpers.commands import error_lines, run_module
+from .helpers.outputs import read_metrics
 
 # The run's own overrides: none of them is a default, so a resume that fell back to the defaults would show.
 ORIGINAL = ["debug=fast", "data.train_size=24", "trainer.max_epochs=2", "callbacks.rich_progress_bar=null"]
@@ -31,10 +35,6 @@ def records(run_dir: Path) -> dict[str, bytes]:
 
 def epoch_of(run_dir: Path, name: str) -> int:
     return torch.load(run_dir / "checkpoints" / name, weights_only=True, map_location="cpu")["epoch"]
-
-
-def error_lines(result) -> list[str]:
-    return [line for line in (result.stdout + result.stderr).splitlines() if "failed:" in line]
 
 
 @pytest.mark.slow
@@ -82,7 +82,7 @@ def test_a_later_command_that_fails_keeps_the_completed_record(tmp_path):
     for args, named in commands:
         result = train(run, *args, check=False)
         assert result.returncode == 1
-        (line,) = error_lines(result)
+        (line,) = error_lines(result, "failed:")
         assert named in line and "Traceback" not in result.stdout + result.stderr
     after = read_metrics(run)
     assert after["status"] == "completed" and after["error"] is None
@@ -111,12 +111,44 @@ def test_a_failure_inside_lightning_keeps_a_completed_record_and_is_recorded_onc
     callback = MetricsFile(str(tmp_path))
     error = RuntimeError("out of memory")
     trainer, module = SimpleNamespace(global_rank=0), SimpleNamespace(hparams={"config": {"seed": 2}})
+    # the callback sees the failure first (inside Lightning), then the command's handler records it
     callback.on_exception(trainer, module, error)
+    record_failure(tmp_path, OmegaConf.create({"seed": 2}), error)
     record = read_metrics(tmp_path)
     assert record["status"] == "completed" and record["test"] == {"test/mIoU": 0.5}
     (attempt,) = record["failed_attempts"]
     assert attempt["error"] == "RuntimeError: out of memory"
-    assert was_recorded(error), "main() must not record the same failure a second time"
+
+
+def test_a_failed_fit_keeps_its_history_and_its_first_error(tmp_path):
+    callback = MetricsFile(str(tmp_path))
+    callback.history = [{"epoch": 0, "val/mIoU": 0.25}]
+    error = RuntimeError("out of memory")
+    trainer, module = SimpleNamespace(global_rank=0), SimpleNamespace(hparams={"config": {"seed": 2}})
+    callback.on_exception(trainer, module, error)
+    record_failure(tmp_path, OmegaConf.create({"seed": 2}), ValueError("a second error"))
+    record = read_metrics(tmp_path)
+    assert record["status"] == "failed" and record["error"] == "RuntimeError: out of memory"
+    assert record["history"] == [{"epoch": 0, "val/mIoU": 0.25}] and record["best"] == {"val/mIoU": 0.25, "epoch": 0}
+    assert "failed_attempts" not in record
+
+
+def test_a_run_stopped_by_ctrl_c_in_its_test_is_recorded_failed_with_its_results(make_config, tmp_path):
+    cfg = make_config("debug=fast")
+    run_dir = tmp_path / "run"
+
+    def fit_then_interrupted_test(cfg, datamodule, resume_overrides):
+        completed = {**failed_record({"seed": 1}, ""), "status": "completed", "error": None, "history": [{"epoch": 0}]}
+        write_record(record_path(run_dir), completed)  # as MetricsFile writes it when the fit ends
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            sys.exit(1)  # what Lightning does after its callbacks saw the interrupt
+
+    with pytest.raises(SystemExit):
+        training_command(cfg, fit_then_interrupted_test)
+    record = read_metrics(run_dir)
+    assert record["status"] == "failed" and record["error"] == "KeyboardInterrupt: " and record["history"] == [{"epoch": 0}]
 
 
 @pytest.mark.slow

@@ -10,14 +10,14 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from segsweep.data.datamodule import SceneDataModule
 from segsweep.data.samplers import EpochSeededSampler, RepeatFactorSampler, repeat_factors, train_sampler
 from segsweep.data.scenes import SCENE_CLASSES
+from segsweep.data.scenes_datamodule import SceneDataModule
 from segsweep.models.module import SegmentationModule
 from segsweep.models.nets.unet import UNet
-from segsweep.runs.callbacks import MetricsFile
+from segsweep.runs.callbacks.metrics_file import MetricsFile
 
-from .conftest import read_metrics
+from .helpers.outputs import read_metrics
 
 # 32 train images in batches of 8, of which few have pedestrians: repeat-factor epochs are longer
 TINY_SCENES = {

@@ -8,19 +8,15 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from segsweep.app.config import CONFIG_DIR, validate
+from segsweep.app.config import CONFIG_DIR
 from segsweep.app.launch import adapt_trainer, trainer_plugins
+from segsweep.app.validation import validate
 from segsweep.data.samplers import EpochSeededSampler
 
-from .conftest import read_metrics, run_module
-from .test_report import assert_png
-from .test_search_report import top_trials_rows
+from .helpers.commands import run_module
+from .helpers.outputs import assert_png, job_dirs, read_metrics, top_trials_rows
 
 FAST = ["debug=fast"]
-
-
-def job_dirs(sweep_dir: Path) -> list[Path]:
-    return sorted(path for path in sweep_dir.iterdir() if (path / ".hydra").is_dir())
 
 
 def assert_complete(run_dir: Path) -> dict:

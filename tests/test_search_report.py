@@ -8,11 +8,11 @@ from pathlib import Path
 import yaml
 
 from segsweep.report import build_report, main
-from segsweep.runs.console import shown_value
+from segsweep.runs.overrides import shown_value
 from segsweep.sweep.search import plot_data, read_search
 from segsweep.sweep.summary import summarize
 
-from .test_report import assert_png, fake_job
+from .helpers.outputs import assert_png, fake_job, top_trials_rows
 
 OPTUNA = "hydra_plugins.segsweep_plugins.optuna_sweeper.FailureTolerantOptunaSweeper"
 PARAMS = {"optimizer.lr": "tag(log, interval(0.0003, 0.03))", "loss.gamma": "interval(0.5, 4.0)", "loss": "choice(focal, dice)"}
@@ -43,13 +43,6 @@ def optuna_sweep(sweep_dir: Path, direction: str = "maximize", multirun_yaml: bo
     if multirun_yaml:
         (sweep_dir / "multirun.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return sweep_dir
-
-
-def top_trials_rows(report_md: str) -> list[list[str]]:
-    """The cells of the "Top trials" table of a report.md, header first."""
-    section = report_md.split("## Top trials", 1)[1].split("\n## ", 1)[0]
-    lines = [line for line in section.splitlines() if line.startswith("| ")]
-    return [[cell.strip().strip("*") for cell in line.strip("|").split(" | ")] for line in lines]
 
 
 def test_a_search_report_has_the_top_trials_with_a_column_per_searched_parameter(tmp_path):

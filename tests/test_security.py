@@ -1,5 +1,4 @@
-"""Safe inputs: a checkpoint's config may only name allowlisted classes; oversized images are refused before decoding;
-predict's sliding window keeps its memory bounded."""
+"""Safe inputs: a checkpoint's config may only name allowlisted classes; oversized images are refused before decoding."""
 
 from __future__ import annotations
 
@@ -23,7 +22,7 @@ from PIL import Image
 
 from segsweep.app.build import load_module
 from segsweep.app.resume import saved_config
-from segsweep.inference import sliding_window_argmax, sliding_window_inference
+from segsweep.data.images import ImageError, read_image
 from segsweep.report import build_report
 from segsweep.runs.allowlist import (
     ALLOWED_PACKAGES,
@@ -37,11 +36,9 @@ from segsweep.runs.allowlist import (
     renamed_targets,
 )
 from segsweep.runs.checkpoint import CheckpointError
-from segsweep.runs.images import ImageError, read_image
 
-from .conftest import REPO_ROOT, read_metrics, run_module
-from .test_inference import CASES, conv_model, pointwise
-from .test_report import fake_job
+from .helpers.commands import REPO_ROOT, run_module
+from .helpers.outputs import fake_job, read_metrics
 
 # ---------------------------------------------------------------- the allowlist and conf/
 
@@ -68,7 +65,7 @@ def test_every_target_under_conf_is_allowed_and_the_list_holds_nothing_else():
 @pytest.mark.parametrize(
     "target",
     [
-        "segsweep.data.datamodule.SceneDataModule",
+        "segsweep.data.scenes_datamodule.SceneDataModule",
         "segsweep.models.nets.unet.UNet",
         "segsweep.models.nets.torchvision_models.DeepLabV3",
         "segsweep.models.losses.dice.DiceCELoss",
@@ -84,10 +81,10 @@ def test_project_classes_are_allowed_by_where_they_are_defined(target):
         "torch.load",
         "builtins.open",
         "segsweep.models.losses.dice.torch.load",  # resolves through an allowed module to an import
-        "segsweep.data.datamodule.torch.load",
+        "segsweep.data.scenes_datamodule.torch.load",
         "segsweep.models.nets.unet.nn.Module",
         "segsweep.data.scenes.generate_scenes",  # a function of an allowed package, not a datamodule
-        "segsweep.data.datamodule.SceneDataset",  # a class, but not a datamodule
+        "segsweep.data.scenes_datamodule.SceneDataset",  # a class, but not a datamodule
         "segsweep.models.losses",
         "segsweep.data..SceneDataModule",
         "torch.optim.Adam.step",
@@ -166,7 +163,7 @@ def _pickle_chain(harm: Harm) -> dict[str, Any]:
 def _pickle_file(harm: Harm) -> dict[str, Any]:
     path = harm.root / "payload.pkl"
     path.write_bytes(pickle.dumps(_Touch(harm.marker)))
-    return {"_target_": "segsweep.data.datamodule.torch.load", "weights_only": False, "f": str(path)}
+    return {"_target_": "segsweep.data.scenes_datamodule.torch.load", "weights_only": False, "f": str(path)}
 
 
 def _unet(**extra: Any) -> dict[str, Any]:
@@ -309,7 +306,43 @@ def test_the_report_leaves_out_a_crafted_checkpoint_and_names_it(fast_run, tmp_p
 
 def test_an_untouched_checkpoint_still_loads(fast_run):
     module, cfg = load_module(fast_run)
-    assert cfg.data._target_ == "segsweep.data.datamodule.SceneDataModule" and not module.training
+    assert cfg.data._target_ == "segsweep.data.scenes_datamodule.SceneDataModule" and not module.training
+
+
+def with_old_targets(config: Any) -> Any:
+    """``config`` with the paths of the moved classes as checkpoints written before the move name them."""
+    old = {new: old for old, new in MOVED_TARGETS.items()}
+    if isinstance(config, dict):
+        renamed = {key: with_old_targets(value) for key, value in config.items()}
+        if renamed.get("_target_") in old:
+            renamed["_target_"] = old[renamed["_target_"]]
+        return renamed
+    return [with_old_targets(item) for item in config] if isinstance(config, list) else config
+
+
+def test_a_checkpoint_naming_the_old_paths_still_evaluates(fast_run, tmp_path):
+    checkpoint = torch.load(fast_run / "checkpoints" / "best.ckpt", weights_only=True, map_location="cpu")
+    saved = checkpoint["hyper_parameters"]["config"] = with_old_targets(checkpoint["hyper_parameters"]["config"])
+    assert saved["data"]["_target_"] == "segsweep.data.datamodule.SceneDataModule"
+    assert saved["callbacks"]["metrics_file"]["_target_"] == "segsweep.runs.callbacks.MetricsFile"
+    old = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    old.parent.mkdir(parents=True)
+    torch.save(checkpoint, old)
+    module, cfg = load_module(old)
+    assert cfg.data._target_ == "segsweep.data.scenes_datamodule.SceneDataModule" and not module.training
+    run_module("segsweep.eval", f"ckpt_path={old}", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert json.loads((tmp_path / "eval" / "eval.json").read_text())["metrics"]["test/mIoU"] >= 0
+
+
+def test_only_the_moved_paths_are_renamed():
+    moved = {"data": {"_target_": "segsweep.data.datamodule.SceneDataModule"}}
+    with pytest.raises(UnsafeConfigError, match="names segsweep.data.datamodule.SceneDataModule"):
+        check_saved_config(moved, "old.ckpt")  # the old path itself is never imported
+    check_saved_config(renamed_targets(moved), "old.ckpt")
+    crafted = {"data": {"_target_": "segsweep.data.datamodule.torch.load", "f": "x"}}
+    assert renamed_targets(crafted) == crafted
+    with pytest.raises(UnsafeConfigError, match="names segsweep.data.datamodule.torch.load"):
+        check_saved_config(renamed_targets(crafted), "old.ckpt")
 
 
 # ---------------------------------------------------------------- checkpoints from before a class moved
@@ -333,7 +366,7 @@ def checkpoint_naming(fast_run: Path, path: Path, loss: dict[str, Any]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("old", MOVED_TARGETS)
+@pytest.mark.parametrize("old", [old for old in MOVED_TARGETS if old.startswith("segsweep.models.")])
 def test_a_checkpoint_naming_an_old_loss_path_loads_with_the_new_class(fast_run, tmp_path, old):
     module, cfg = load_module(checkpoint_naming(fast_run, tmp_path / "best.ckpt", {"_target_": old}))
     assert cfg.loss._target_ == MOVED_TARGETS[old]
@@ -459,41 +492,3 @@ def test_max_pixels_must_be_a_positive_int_or_null(fast_run, bomb, tmp_path):
     )
     assert result.returncode == 1
     assert "max_pixels must be a positive int or null (no limit), got 0" in result.stdout + result.stderr
-
-
-# ---------------------------------------------------------------- bounded-memory sliding window
-
-
-@pytest.mark.parametrize(("shape", "roi", "overlap", "mode", "tile_batch"), CASES)
-@pytest.mark.parametrize("predictor_name", ["pointwise", "conv_model"])
-def test_the_bounded_path_gives_the_full_paths_argmax(shape, roi, overlap, mode, tile_batch, predictor_name):
-    predictor = pointwise if predictor_name == "pointwise" else conv_model()
-    images = torch.randn(shape, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        full = sliding_window_inference(images, predictor, roi, overlap=overlap, mode=mode, tile_batch=tile_batch)
-        bounded = sliding_window_argmax(images, predictor, roi, overlap=overlap, mode=mode, tile_batch=tile_batch)
-    assert bounded.dtype == torch.uint8 and bounded.shape == full.shape[:1] + full.shape[2:]
-    assert torch.equal(bounded.long(), full.argmax(dim=1))
-
-
-def test_the_bounded_path_takes_uint8_images_and_converts_tiles():
-    model = conv_model()
-    images = torch.randint(0, 256, (1, 3, 150, 97), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
-    seen: list[torch.dtype] = []
-
-    def predictor(tiles: torch.Tensor) -> torch.Tensor:
-        seen.append(tiles.dtype)
-        return model(tiles.float() / 255)
-
-    with torch.no_grad():
-        full = sliding_window_inference(images.float() / 255, model, 32, tile_batch=5)
-        bounded = sliding_window_argmax(images, predictor, 32, tile_batch=5)
-    assert set(seen) == {torch.uint8}
-    assert torch.equal(bounded.long(), full.argmax(dim=1))
-
-
-def test_more_than_256_classes_give_int64_indices():
-    images = torch.randn(1, 3, 40, 40)
-    logits = torch.randn(1, 300, 40, 40)
-    bounded = sliding_window_argmax(images, lambda tiles: logits[:, :, :16, :16].expand(len(tiles), -1, -1, -1), 16)
-    assert bounded.dtype == torch.int64 and int(bounded.max()) < 300

@@ -20,8 +20,8 @@ from segsweep.app.search import allowed_failures, trial_outcome
 from segsweep.report import build_report, main
 from segsweep.sweep.jobs import BASIC_SWEEPER, find_jobs
 
-from .conftest import REPO_ROOT, read_metrics, run_module
-from .test_report import fake_job
+from .helpers.commands import REPO_ROOT, run_module
+from .helpers.outputs import fake_job, job_dirs, read_metrics
 
 FAST = ["debug=fast"]
 
@@ -128,10 +128,6 @@ def optuna_study(sweep: Path) -> list:
     import optuna
 
     return optuna.load_study(study_name="segsweep", storage=f"sqlite:///{sweep / 'optuna.db'}").trials
-
-
-def job_dirs(sweep: Path) -> list[Path]:
-    return sorted(path for path in sweep.iterdir() if (path / ".hydra").is_dir())
 
 
 @pytest.mark.slow

@@ -10,9 +10,10 @@ from tensorboard.backend.event_processing.event_multiplexer import EventMultiple
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from segsweep.app.build import load_module
-from segsweep.data.datamodule import SceneDataModule
+from segsweep.data.scenes_datamodule import SceneDataModule
 
-from .conftest import read_metrics, run_module
+from .helpers.commands import run_module
+from .helpers.outputs import read_metrics
 
 CLASSES = ("background", "road", "car", "pedestrian")
 PER_CLASS = [f"{metric}/{name}" for metric in ("iou", "dice") for name in CLASSES]

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 from omegaconf import open_dict
 
-from segsweep.app.config import CONFIG_DIR, validate
+from segsweep.app.config import CONFIG_DIR
 from segsweep.app.typecheck import check_types
+from segsweep.app.validation import validate
 
 
 @pytest.mark.parametrize(

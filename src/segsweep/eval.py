@@ -19,7 +19,6 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import RichProgressBar
@@ -28,14 +27,15 @@ from rich.table import Table
 from torch import Tensor
 
 from segsweep.app.build import load_module
-from segsweep.app.config import CONFIG_DIR, register_resolvers
+from segsweep.app.config import CONFIG_DIR
+from segsweep.app.lifecycle import user_command
 from segsweep.app.preflight import checked_command
-from segsweep.app.rundir import reject
+from segsweep.app.resolvers import register_resolvers
 from segsweep.app.typecheck import ENTRY_POINT_TYPES, check_types
 from segsweep.models.metrics import iou_from_confusion
 from segsweep.runs.checkpoint import resolve_checkpoint
-from segsweep.runs.cli import USER_ERRORS, configure_torch, json_safe, prepare_output_dir, require
-from segsweep.runs.console import route_to_run_log, significant, table_console
+from segsweep.runs.cli import configure_torch, json_safe, prepare_output_dir, require
+from segsweep.runs.console import significant, table_console
 from segsweep.runs.files import csv_text, write_json_atomic, write_text_atomic
 from segsweep.runs.record import RecordError, load_record, record_path, test_metric
 from segsweep.sweep.plots import confusion_matrix_png
@@ -180,15 +180,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 @checked_command("eval", "eval")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+@user_command("eval")
 def main(cfg: DictConfig) -> float | None:
     """Returns the test mIoU (for sweeps over checkpoints)."""
-    route_to_run_log()
-    try:
-        check_types(cfg, ENTRY_POINT_TYPES["eval"])
-        report = evaluate(cfg)
-    except USER_ERRORS as error:
-        reject(HydraConfig.get().runtime.output_dir, error, lambda line: log.error("eval failed: %s", line))
-    return report["metrics"].get("test/mIoU")
+    check_types(cfg, ENTRY_POINT_TYPES["eval"])
+    return evaluate(cfg)["metrics"].get("test/mIoU")
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from segsweep.app.config import CONFIG_DIR
-from segsweep.data.datamodule import _scene_spec
 from segsweep.data.scenes import SCENE_CLASSES, generate_scenes
+from segsweep.data.scenes_datamodule import scene_spec
 
 SPLITS = ("train", "val", "test")
 
@@ -62,7 +62,7 @@ def export(
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"{out_dir}: exists and is not an empty directory")
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    spec = _scene_spec(scene if scene is not None else default_scene())
+    spec = scene_spec(scene if scene is not None else default_scene())
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = SCENE_CLASSES
     text = yaml.safe_dump(

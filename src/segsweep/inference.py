@@ -1,4 +1,4 @@
-"""Sliding-window inference with Gaussian or constant blending (numerically matches MONAI's)."""
+"""Running a network on images: uint8 pixels as its [0, 1] input, sliding windows blended as MONAI's (Gaussian or constant)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+def to_unit_float(images: Tensor) -> Tensor:
+    """uint8 images (0..255) as float32 in [0, 1], the networks' input range (datasets, predict, report and the
+    prediction images of training all convert through here)."""
+    return images.float().div(255.0)
 
 
 def tile_starts(size: int, roi: int, overlap: float) -> list[int]:

@@ -24,7 +24,6 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
@@ -33,19 +32,20 @@ from rich.table import Table
 from torch import Tensor, nn
 
 from segsweep.app.build import load_module
-from segsweep.app.config import CONFIG_DIR, register_resolvers
+from segsweep.app.config import CONFIG_DIR
+from segsweep.app.lifecycle import user_command
 from segsweep.app.preflight import checked_command
-from segsweep.app.rundir import reject
+from segsweep.app.resolvers import register_resolvers
+from segsweep.app.sources import Source, collect_sources, parse_size
 from segsweep.app.typecheck import ENTRY_POINT_TYPES, check_types
+from segsweep.data.images import ImageError, palette_png, read_image, rgb_png
 from segsweep.data.scenes import generate_scenes
-from segsweep.inference import sliding_window_argmax
+from segsweep.inference import sliding_window_argmax, to_unit_float
 from segsweep.models.metrics import confusion_matrix, iou_from_confusion
 from segsweep.runs.checkpoint import resolve_checkpoint
-from segsweep.runs.cli import USER_ERRORS, configure_torch, json_safe, one_line, prepare_output_dir, require, resolve_device
-from segsweep.runs.console import route_to_run_log, table_console
-from segsweep.runs.files import write_json_atomic
-from segsweep.runs.images import ImageError, palette_png, read_image, rgb_png, to_unit_float, write_files
-from segsweep.runs.sources import Source, collect_sources, parse_size
+from segsweep.runs.cli import configure_torch, json_safe, one_line, prepare_output_dir, require, resolve_device
+from segsweep.runs.console import table_console
+from segsweep.runs.files import write_files, write_json_atomic
 from segsweep.runs.visualize import overlay
 
 log = logging.getLogger(__name__)
@@ -238,14 +238,11 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 
 @checked_command("predict", "predict")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
+@user_command("predict")
 def main(cfg: DictConfig) -> int | None:
     """Exit code 1 when any input failed (after the others were processed)."""
-    route_to_run_log()
-    try:
-        check_types(cfg, ENTRY_POINT_TYPES["predict"])
-        report = predict(cfg)
-    except USER_ERRORS as error:
-        reject(HydraConfig.get().runtime.output_dir, error, lambda line: log.error("predict failed: %s", line))
+    check_types(cfg, ENTRY_POINT_TYPES["predict"])
+    report = predict(cfg)
     if report["failed"]:
         log.error(
             "%d of %d inputs failed (see the lines above and predictions.json)", report["failed"], len(report["predictions"])

@@ -125,13 +125,14 @@ def prediction_columns(runs: Mapping[str, Path], num_images: int) -> tuple[dict[
     from hydra.utils import instantiate
 
     from segsweep.app.build import load_module
-    from segsweep.runs.images import to_unit_float
+    from segsweep.data.contract import SegmentationData
+    from segsweep.inference import to_unit_float
     from segsweep.runs.visualize import overlay
 
     columns: dict[str, np.ndarray] = {}
     reference_key: str | None = None
     notes: list[str] = []
-    datamodules: dict[str, Any] = {}
+    datamodules: dict[str, SegmentationData] = {}
     for label, run_dir in runs.items():
         name = label.replace("\n", " ")
         try:

@@ -23,20 +23,23 @@ class ParallelLauncher(JoblibLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         # imported here: Hydra imports every plugin module whenever a Hydra app starts; keep that light
-        import torch
         from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 
-        from segsweep.app.parallel import available_cores, available_memory_gb, plan_split, with_split
+        from segsweep import machine
+        from segsweep.app.parallel import GIB, plan_split, with_split
 
+        gpus = machine.gpus()
         split = plan_split(
             len(job_overrides),
-            available_cores(),
-            torch.cuda.device_count(),
-            available_memory_gb(),
+            machine.available_cores(),
+            len(gpus),
+            machine.available_memory(),
             self.memory_per_job_gb,
             self.processes,
         )
         log.info("Launching %d job(s): %s; hydra.launcher.processes=N to change", len(job_overrides), split.describe())
+        for gpu in gpus[: split.gpus]:  # what other processes already hold on the GPUs the jobs get
+            log.info("\tGPU %d (%s): %.1f of %.1f GiB free", gpu.index, gpu.name, gpu.free / GIB, gpu.total / GIB)
         for number, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
         # the launchers below would list the jobs again (and joblib its settings)

@@ -1,1 +1,1 @@
-"""Shared plumbing of the entry points: the configs and their validation, objects built from a config, launchers."""
+"""Shared plumbing of the entry points: configs and their validation, objects built from a config, a run dir's life, launchers."""

@@ -1,4 +1,9 @@
-"""Objects from a composed config: datamodule, loss, LightningModule (also from a checkpoint)."""
+"""Objects from a composed config: the datamodule, class weights, the LightningModule (also from a checkpoint), callbacks.
+
+Building writes into the config only what follows from the data, so that the saved config (and every checkpoint)
+records it: a folder dataset's absolute ``data.root`` and its classes.yaml's ``model.num_classes``. Checking the
+config is ``app/validation.py``'s job.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from segsweep.data.contract import SegmentationData
 from segsweep.models.class_weights import compute_class_weights
 from segsweep.models.module import SegmentationModule
 from segsweep.runs.allowlist import check_saved_config, renamed_targets
@@ -16,7 +23,28 @@ from segsweep.runs.checkpoint import CheckpointError, load_checkpoint, resolve_c
 from segsweep.runs.cli import USER_ERRORS
 
 
-def class_weights(cfg: DictConfig, datamodule: Any) -> torch.Tensor | None:
+def build_datamodule(cfg: DictConfig) -> SegmentationData:
+    """The datamodule of ``cfg.data`` (cheap: nothing is generated or read before ``setup``), its own checks' errors
+    unwrapped; ``cfg`` gets the values that follow from the data (module docstring)."""
+    data = cfg.data
+    for key in data:
+        if OmegaConf.is_missing(data, key):
+            raise ValueError(f"data.{key} is required: add data.{key}=<value> to the command (e.g. data.root=/path/to/dataset)")
+    if data.get("root"):  # a folder dataset: absolute, so eval/predict of the run work from any directory
+        data.root = str(Path(data.root).expanduser().resolve())
+    try:
+        datamodule: SegmentationData = instantiate(data)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, (ValueError, FileNotFoundError)):
+            raise error.__cause__ from None
+        raise
+    classes, num_classes = datamodule.classes, cfg.model.get("num_classes")
+    if datamodule.classes_from_data and num_classes is not None and num_classes != classes.num_classes:
+        cfg.model.num_classes = classes.num_classes  # the dataset's classes.yaml decides
+    return datamodule
+
+
+def class_weights(cfg: DictConfig, datamodule: SegmentationData) -> torch.Tensor | None:
     """``loss.class_weights`` (a strategy name or a list) as a tensor, from the train split's pixel counts."""
     weights = cfg.loss.get("class_weights")
     if weights is None:
@@ -25,7 +53,7 @@ def class_weights(cfg: DictConfig, datamodule: Any) -> torch.Tensor | None:
     return compute_class_weights(strategy, datamodule.class_pixel_counts, image_pixel_counts=datamodule.class_image_pixels)
 
 
-def build_module(cfg: DictConfig, datamodule: Any, weights: torch.Tensor | None = None) -> SegmentationModule:
+def build_module(cfg: DictConfig, datamodule: SegmentationData, weights: torch.Tensor | None = None) -> SegmentationModule:
     """The LightningModule of a composed config; the classes and their ignore index come from the datamodule."""
     classes = datamodule.classes
     loss_options: dict[str, Any] = {"ignore_index": classes.ignore_index}
@@ -42,10 +70,10 @@ def build_module(cfg: DictConfig, datamodule: Any, weights: torch.Tensor | None 
     )
 
 
-def _module_options(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
+def _module_options(cfg: DictConfig, datamodule: SegmentationData) -> dict[str, Any]:
     """``cfg.module``, plus the datamodule's ``inference_roi`` (a folder dataset: val/test on whole images by sliding windows)."""
     options = dict(cfg.get("module") or {})
-    roi = getattr(datamodule, "inference_roi", None)
+    roi = datamodule.inference_roi
     if roi is not None:
         options.setdefault("inference_roi", int(roi))
     return options
@@ -56,7 +84,7 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(node) for node in (group or {}).values() if node is not None and "_target_" in node]
 
 
-def load_module(path: str | Path, datamodule: Any | None = None) -> tuple[SegmentationModule, DictConfig]:
+def load_module(path: str | Path, datamodule: SegmentationData | None = None) -> tuple[SegmentationModule, DictConfig]:
     """Rebuild the module saved in a checkpoint (file or run dir) and load its weights; a failure is one line naming the file."""
     try:
         return _load_module(path, datamodule)
@@ -67,7 +95,7 @@ def load_module(path: str | Path, datamodule: Any | None = None) -> tuple[Segmen
         raise CheckpointError(f"{path}: cannot load this checkpoint ({type(error).__name__}: {first})") from error
 
 
-def _load_module(path: str | Path, datamodule: Any | None) -> tuple[SegmentationModule, DictConfig]:
+def _load_module(path: str | Path, datamodule: SegmentationData | None) -> tuple[SegmentationModule, DictConfig]:
     path = resolve_checkpoint(path)
     checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:

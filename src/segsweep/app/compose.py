@@ -10,7 +10,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict, read_write
 
-from segsweep.app.config import CONFIG_DIR, register_resolvers
+from segsweep.app.config import CONFIG_DIR
+from segsweep.app.resolvers import register_resolvers
 
 
 def compose_config(overrides: Sequence[str], output_dir: str | Path, config_name: str = "train") -> DictConfig:

@@ -4,34 +4,21 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
-from segsweep.runs.callbacks import named_choices
-from segsweep.runs.console import significant
-from segsweep.runs.record import RecordError, load_record, record_path
+from segsweep import machine
 
 log = logging.getLogger(__name__)
 
 
 def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def group_choices() -> dict[str, str]:
-    """The config-group choices of this command (``loss: weighted_ce``, ``model: unet``); Hydra's own groups left out."""
-    if not HydraConfig.initialized():
-        return {}
-    return named_choices(HydraConfig.get().runtime.choices)
 
 
 def job_number() -> int:
@@ -92,43 +79,10 @@ def trainer_plugins(launcher: str) -> list[Any]:
 
 def adapt_to_launcher(cfg: DictConfig) -> list[Any]:
     """Apply ``adapt_trainer`` to this job; returns the extra Trainer plugins it needs."""
-    multirun, gpu_count = in_multirun(), torch.cuda.device_count()
+    multirun, gpu_count = in_multirun(), machine.gpu_count()
     gpu = None
     if multirun and gpu_count > 1:
         gpu = claim_gpu(gpu_count)
         gpu = job_number() % gpu_count if gpu is None else gpu
     adapt_trainer(cfg.trainer, multirun, gpu)
     return trainer_plugins(launcher_target())
-
-
-class MakeSweepDir(Callback):
-    """Creates the sweep dir when a multirun starts: the Optuna sweeper opens its sqlite study
-    there before any job has run (and so before Hydra itself creates the directory)."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
-
-
-class JobLine(Callback):
-    """One console line per finished multirun job: its number and name, test mIoU, time and status (its metrics.json)."""
-
-    def __init__(self) -> None:
-        self._started = time.perf_counter()
-
-    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._started = time.perf_counter()
-
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN:
-            return
-        run_dir = Path(config.hydra.runtime.output_dir)
-        try:
-            record = load_record(record_path(run_dir))
-        except (OSError, RecordError):
-            record = {"status": "failed before it wrote metrics.json"}
-        test_miou = (record.get("test") or {}).get("test/mIoU", float("nan"))
-        print(
-            f"#{config.hydra.job.num} {run_dir.name}  test mIoU {significant(test_miou)}  "
-            f"{time.perf_counter() - self._started:.0f} s  {record.get('status', 'unknown')}",
-            flush=True,
-        )

@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from segsweep.runs.console import shown_value
+from segsweep.runs.overrides import shown_value
 
 # Longer names are cut, keeping the job number, so directories and TensorBoard runs stay readable.
 MAX_NAME = 80

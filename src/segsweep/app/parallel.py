@@ -6,10 +6,11 @@ passes the split to every job as overrides, so each job's records hold the threa
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+
+# hydra.launcher.memory_per_job_gb counts binary gigabytes
+GIB = 2**30
 
 
 @dataclass(frozen=True)
@@ -27,42 +28,21 @@ class Split:
         return f"{self.processes} process{plural} x {self.threads} thread(s) ({self.cores} cores{device})"
 
 
-def available_cores() -> int:
-    """The cores this process may use: its CPU affinity (cgroups, SLURM, taskset), at most ``OMP_NUM_THREADS`` when
-    that is set (a scheduler's or a test harness's statement of this process tree's share)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
-    limit = os.environ.get("OMP_NUM_THREADS", "")
-    return max(1, min(cores, int(limit))) if limit.isdigit() and int(limit) > 0 else max(1, cores)
-
-
-def available_memory_gb(meminfo: Path = Path("/proc/meminfo")) -> float | None:
-    """Memory available to new processes (Linux's MemAvailable), None where it is not known."""
-    try:
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 2**20
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 def plan_split(
     jobs: int,
     cores: int,
     gpus: int = 0,
-    memory_gb: float | None = None,
+    memory: int | None = None,
     memory_per_job_gb: float = 2.0,
     processes: int | str = "auto",
 ) -> Split:
     """``auto``: one process per GPU, else one per core (one thread each: measured faster than fewer processes with
-    more threads, BENCHMARKS.md), never more than the jobs or than memory allows; the cores are shared out evenly."""
+    more threads, BENCHMARKS.md), never more than the jobs or than ``memory`` (bytes) allows; the cores are shared out
+    evenly. ``cores``, ``gpus`` and ``memory``: what segsweep.machine says this process has."""
     if processes == "auto":
         count = min(jobs, gpus if gpus else cores)
-        if memory_gb is not None and memory_per_job_gb > 0:
-            count = min(count, int(memory_gb // memory_per_job_gb))
+        if memory is not None and memory_per_job_gb > 0:
+            count = min(count, int(memory // (memory_per_job_gb * GIB)))
     elif isinstance(processes, int) and not isinstance(processes, bool) and processes >= 1:
         count = min(jobs, processes)
     else:

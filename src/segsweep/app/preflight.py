@@ -1,8 +1,8 @@
 """A command line's overrides composed before Hydra runs it: a composition error is one line naming the key.
 
 Hydra reports an unknown key, an unknown group option or a malformed override in several lines (and the search
-path); every other bad input of ours is one line (app.rundir.reject). The same composition, done first, says it in
-one line and exits 1 before Hydra has created a run dir.
+path); every other bad input of ours is one line (app.lifecycle). The same composition, done first, says it in
+one line and exits 1 before Hydra has created a run dir. (Which check does what: ``app/validation.py``.)
 """
 
 from __future__ import annotations

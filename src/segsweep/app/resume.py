@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segsweep.app.rundir import RECORDS, has_run_records
 from segsweep.runs.allowlist import check_config, check_saved_config, renamed_targets
-from segsweep.runs.checkpoint import load_checkpoint
+from segsweep.runs.checkpoint import load_checkpoint, resolve_checkpoint
 
 # What a resumed run accepts: how long it trains and how this machine runs and shows it, never what it learns.
 # (A bit-identical continuation also needs the same thread count: CPU conv reductions depend on it.)
@@ -40,12 +40,23 @@ def resume_selected(cfg: DictConfig, run_dir: str | Path) -> bool:
     return bool(cfg.get("resume")) or given_dir
 
 
+def fit_checkpoint(cfg: DictConfig) -> str | None:
+    """The checkpoint ``fit`` resumes from: the run's own last.ckpt, a given file, or a given run dir's last.ckpt."""
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if cfg.get("resume") == "auto":  # e.g. a SLURM job requeued after its time ran out
+        return str(last) if last.is_file() else None
+    if cfg.get("resume"):
+        return str(last)
+    if cfg.get("ckpt_path"):
+        return str(resolve_checkpoint(cfg.ckpt_path, "last.ckpt"))
+    return None
+
+
 def saved_config(run_dir: str | Path) -> tuple[DictConfig, list[str]] | None:
     """The run's own config and overrides: ``.hydra/`` of its first command, else the config in its last.ckpt."""
     run = Path(run_dir)
     records, last = run / RECORDS, run / "checkpoints" / "last.ckpt"
     if has_run_records(run):
-        # a run from before a class moved names its old path (renamed_targets): it continues with the new one
         config = OmegaConf.create(renamed_targets(yaml.safe_load((records / "config.yaml").read_text()) or {}))
         # a composed config with its interpolations: checked resolved, like a --config-path from elsewhere
         check_config(config, str(records / "config.yaml"))

@@ -1,4 +1,4 @@
-"""A run directory across commands: the first command's Hydra records kept, later commands told apart, a rejected new dir removed.
+"""A run directory across commands: where it is, its first command's Hydra records kept, later commands told apart.
 
 Hydra writes ``.hydra/config.yaml``, ``hydra.yaml`` and ``overrides.yaml`` into the run dir before the task function
 runs. ``hydra.output_subdir`` resolves through ``hydra_records`` below: the first command of a run dir gets ``.hydra``,
@@ -7,16 +7,9 @@ every later command (a resume, a repeat) ``.hydra/resumes/<UTC time>``, so the r
 
 from __future__ import annotations
 
-import os
-import sys
-import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import NoReturn
-
-from segsweep.runs.cli import one_line
 
 RECORDS = ".hydra"
 LATER_RECORDS = f"{RECORDS}/resumes"
@@ -35,6 +28,12 @@ class JobDir:
 
 # Filled by the resolver, which Hydra calls in the process that runs the job (also under parallel launchers).
 _JOBS: dict[str, JobDir] = {}
+
+
+def run_dir(task_name: str, ckpt_path: str | None, default: str) -> str:
+    """Resolver of ``hydra.run.dir``: training given a run directory as ``ckpt_path`` continues it in place; anything
+    else gets a new dir (eval and predict read a run dir but never write into it)."""
+    return ckpt_path if task_name == "train" and ckpt_path and Path(ckpt_path).is_dir() else default
 
 
 def has_run_records(run_dir: Path) -> bool:
@@ -89,15 +88,3 @@ def discard_rejected(output_dir: str | Path) -> bool:
         return False
     run.rmdir()
     return True
-
-
-def reject(output_dir: str | Path, error: BaseException, show: Callable[[str], None]) -> NoReturn:
-    """End a command whose input was refused before any work: ``show`` one line, no run dir left behind, exit code 1.
-
-    ``SEGSWEEP_TRACEBACK=1`` (or ``HYDRA_FULL_ERROR=1``) also prints the traceback, for debugging.
-    """
-    discard_rejected(output_dir)
-    if os.environ.get("SEGSWEEP_TRACEBACK", "0") != "0" or os.environ.get("HYDRA_FULL_ERROR") == "1":
-        traceback.print_exception(type(error), error, error.__traceback__)
-    show(one_line(error))
-    sys.exit(1)

@@ -3,7 +3,8 @@
 Every node with a ``_target_`` (data, model, loss, optimizer, scheduler, trainer, callbacks, logger) is checked
 against its target's signature, so a new parameter of a network or loss is covered without a list to keep; a
 dataclass in a hint (``data.scene`` is a SceneSpec) is checked field by field. Hints this module cannot judge (a
-class it does not know) accept the value: the target's own checks still run.
+class it does not know) accept the value: the target's own checks still run. (Which check does what:
+``app/validation.py``.)
 """
 
 from __future__ import annotations

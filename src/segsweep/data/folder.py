@@ -25,7 +25,6 @@ once. Bad data is one line naming the file, before training. Nothing is ever wri
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,11 +34,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from segsweep import machine
 from segsweep.data.augment import Augment, AugmentSpec, RareCrops
 from segsweep.data.classes import DatasetClasses
-from segsweep.data.datamodule import data_loader
+from segsweep.data.contract import DerivedStatistics
 from segsweep.data.folder_classes import FolderDataError, MaskReader, load_classes
 from segsweep.data.folder_files import FolderDataset, PadCollate, Pair, center_fit, list_pairs, scan
+from segsweep.data.loaders import data_loader
 from segsweep.data.samplers import SAMPLERS, train_sampler
 
 log = logging.getLogger(__name__)
@@ -50,21 +51,11 @@ SPLITS = ("train", "val", "test")
 SCENE_ONLY_KEYS = ("image_size", "train_size", "val_size", "test_size", "scene", "data_seed", "hflip", "generate_batch")
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+class FolderDataModule(DerivedStatistics, pl.LightningDataModule):
+    """Train/val/test splits of a folder of images and masks (layout in the module docstring), a
+    ``data.contract.SegmentationData`` as the scenes' datamodule is."""
 
-
-class FolderDataModule(pl.LightningDataModule):
-    """Train/val/test splits of a folder of images and masks (layout in the module docstring).
-
-    The same interface as SceneDataModule: ``classes``, ``class_pixel_counts``, ``class_image_pixels``,
-    ``class_frequencies``, ``sample_images``, ``split_sizes``, the three dataloaders.
-    """
-
-    # model.num_classes follows classes.yaml (app/config.validate sets it)
+    # model.num_classes follows classes.yaml (app/build.build_datamodule sets it)
     classes_from_data = True
 
     def __init__(
@@ -116,7 +107,7 @@ class FolderDataModule(pl.LightningDataModule):
         # training crops, and the tiles of sliding-window inference (val, test, predict)
         self.crop_size = self.image_size = crop_size
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.num_workers = available_cores() if num_workers is None else num_workers
+        self.num_workers = machine.available_cores() if num_workers is None else num_workers
         self.val_fraction, self.split_seed, self.order_seed = val_fraction, split_seed, order_seed
         self.augment_spec = augment if isinstance(augment, AugmentSpec) else AugmentSpec.from_config(augment)
         self.rare_crops = RareCrops.from_config(rare_crop_fraction, rare_classes, self.classes.names)
@@ -134,14 +125,6 @@ class FolderDataModule(pl.LightningDataModule):
     def inference_roi(self) -> int:
         """Validation and test segment whole images by sliding windows of this size (as predict does)."""
         return self.image_size
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.classes.names
-
-    @property
-    def num_classes(self) -> int:
-        return self.classes.num_classes
 
     # -- layout
 
@@ -243,11 +226,6 @@ class FolderDataModule(pl.LightningDataModule):
         rows = [self.stats[pair.name] for pair in self.pairs["train"]]
         pixels = torch.tensor([row[0] * row[1] for row in rows], dtype=torch.long)
         return (self.class_presence.long() * pixels[:, None]).sum(dim=0)
-
-    @property
-    def class_frequencies(self) -> Tensor:
-        counts = self.class_pixel_counts.double()
-        return counts / counts.sum()
 
     def sample_images(self, split: str, count: int) -> tuple[Tensor, Tensor]:
         """The first ``count`` images (uint8 [N,3,S,S]) and masks (long [N,S,S]) of ``split``, unaugmented; each

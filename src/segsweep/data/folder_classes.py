@@ -232,7 +232,7 @@ def _decode(code: int) -> tuple[int, int, int]:
 @contextmanager
 def quiet_image_reads() -> Iterator[None]:
     """read_image notes every greyscale/RGBA conversion; per item and epoch that is noise (the scan reports modes once)."""
-    logger = logging.getLogger("segsweep.runs.images")
+    logger = logging.getLogger("segsweep.data.images")
     previous = logger.level
     logger.setLevel(logging.WARNING)
     try:

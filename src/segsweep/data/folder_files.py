@@ -27,8 +27,9 @@ from torch.utils.data import Dataset
 
 from segsweep.data.augment import Augment
 from segsweep.data.folder_classes import FolderClasses, FolderDataError, MaskReader, quiet_image_reads
+from segsweep.data.images import IMAGE_SUFFIXES, ImageError, read_image
+from segsweep.inference import to_unit_float
 from segsweep.runs.files import write_json_atomic
-from segsweep.runs.images import IMAGE_SUFFIXES, ImageError, read_image, to_unit_float
 
 log = logging.getLogger(__name__)
 

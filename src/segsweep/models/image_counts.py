@@ -1,6 +1,7 @@
 """Per-image, per-class intersection and union pixel counts, for recomputing IoU on resampled images.
 
-Any dataset-level IoU can be recomputed from them for any resample of the test images (the report's bootstrap).
+Any dataset-level IoU can be recomputed from them for any subset or resample of the test images: the report's
+jackknife of the test-set variance (sweep/intervals.py) leaves each image out in turn.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ class SegmentationModule(pl.LightningModule):
             {stage: stage_metrics(self.classes, boundary_tolerance, boundary_reduction) for stage in STAGES}
         )
         self.confusion: dict[str, Tensor] = {}
-        # per test image: what the report's bootstrap resamples; set after each test epoch
+        # per test image: what the report's test-set variance is estimated from; set after each test epoch
         self.image_counts = ImageIntersectionUnion(self.classes.num_classes, self.classes.ignore_index)
         self.test_image_counts: tuple[Tensor, Tensor] | None = None
         # per test image HD95 and NSD [images, C], on the CPU (scipy): test only, as it costs (BENCHMARKS.md)

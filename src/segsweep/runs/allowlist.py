@@ -32,17 +32,18 @@ ALLOWED_TARGETS = frozenset(
         "pytorch_lightning.callbacks.ModelCheckpoint",
         "pytorch_lightning.callbacks.RichProgressBar",
         "pytorch_lightning.loggers.TensorBoardLogger",
-        "segsweep.runs.callbacks.MetricsFile",
-        "segsweep.runs.callbacks.PredictionImages",
-        "segsweep.runs.callbacks.RngState",
-        "segsweep.runs.callbacks.TensorBoardHparams",
-        "segsweep.runs.console.EpochLines",
-        "segsweep.runs.image_counts.ImageCountsFile",
+        "segsweep.runs.callbacks.metrics_file.MetricsFile",
+        "segsweep.runs.callbacks.prediction_images.PredictionImages",
+        "segsweep.runs.callbacks.rng_state.RngState",
+        "segsweep.runs.callbacks.tensorboard_hparams.TensorBoardHparams",
+        "segsweep.runs.callbacks.epoch_lines.EpochLines",
+        "segsweep.runs.callbacks.image_counts.ImageCountsFile",
         # Hydra callbacks and the Optuna sampler of conf/hydra and conf/hparams_search
         "segsweep.report.SweepReportCallback",
-        "segsweep.app.launch.MakeSweepDir",
-        "segsweep.app.launch.JobLine",
+        "segsweep.app.hydra_callbacks.MakeSweepDir",
+        "segsweep.app.hydra_callbacks.JobLine",
         "optuna.samplers.TPESampler",
+        "hydra_plugins.segsweep_plugins.adaptive_sweeper.AdaptiveSeedSweeper",
         "hydra_plugins.segsweep_plugins.optuna_sweeper.FailureTolerantOptunaSweeper",
         "hydra_plugins.segsweep_plugins.parallel_launcher.ParallelLauncher",
     }
@@ -57,7 +58,7 @@ ALLOWED_PACKAGES = {
 
 # Classes that moved, by the old path a config saved before the move names -> the path they have now. A saved config
 # is read with the new paths (renamed_targets) and then checked like any other, so an old path can only ever mean
-# its one new class: anything not listed here is checked exactly as written.
+# its one new class (the old path itself is never imported): anything not listed here is checked exactly as written.
 MOVED_TARGETS = {
     # models/losses.py and its four siblings became the models/losses/ package, one family a module
     "segsweep.models.losses.CrossEntropyLoss": "segsweep.models.losses.cross_entropy.CrossEntropyLoss",
@@ -68,6 +69,14 @@ MOVED_TARGETS = {
     "segsweep.models.topk.TopKCrossEntropyLoss": "segsweep.models.losses.cross_entropy.TopKCrossEntropyLoss",
     "segsweep.models.tversky.TverskyLoss": "segsweep.models.losses.tversky.TverskyLoss",
     "segsweep.models.lovasz.LovaszSoftmaxLoss": "segsweep.models.losses.lovasz.LovaszSoftmaxLoss",
+    # data/datamodule.py became data/scenes_datamodule.py; runs/callbacks.py the runs/callbacks/ package
+    "segsweep.data.datamodule.SceneDataModule": "segsweep.data.scenes_datamodule.SceneDataModule",
+    "segsweep.runs.callbacks.MetricsFile": "segsweep.runs.callbacks.metrics_file.MetricsFile",
+    "segsweep.runs.callbacks.PredictionImages": "segsweep.runs.callbacks.prediction_images.PredictionImages",
+    "segsweep.runs.callbacks.RngState": "segsweep.runs.callbacks.rng_state.RngState",
+    "segsweep.runs.callbacks.TensorBoardHparams": "segsweep.runs.callbacks.tensorboard_hparams.TensorBoardHparams",
+    "segsweep.runs.console.EpochLines": "segsweep.runs.callbacks.epoch_lines.EpochLines",
+    "segsweep.runs.image_counts.ImageCountsFile": "segsweep.runs.callbacks.image_counts.ImageCountsFile",
 }
 
 # Hydra's instantiate keys besides _target_, with the values that only change how an allowed call is made.

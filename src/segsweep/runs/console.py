@@ -1,22 +1,15 @@
-"""What a run prints and logs: third-party noise filtered in one place, Lightning in the run log, a line per epoch."""
+"""What a run prints and logs: third-party noise filtered in one place, Lightning in the run log, numbers as shown."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import re
 import sys
-import time
 import warnings
 from typing import Any
 
-import pytorch_lightning as pl
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from rich.console import Console
-
-log = logging.getLogger(__name__)
 
 # Known-harmless warnings and messages, each with the reason it is dropped.
 NOISE_WARNINGS = (
@@ -96,25 +89,6 @@ def table_console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 160)
 
 
-@functools.cache
-def _parser() -> OverridesParser:
-    return OverridesParser.create()
-
-
-def override_value(text: str) -> Any:
-    """An override's value as Hydra's grammar types it (float, int, str, ``interval(...)``); the text if it does not parse."""
-    try:
-        return _parser().parse_override(f"key={text}").value()
-    except HydraException:
-        return text
-
-
-def shown_value(text: str) -> str:
-    """An override's value as the tables show it: a float at 4 significant digits (as job dirs are named), else as is."""
-    value = override_value(text)
-    return significant(value) if isinstance(value, float) else text
-
-
 def significant(value: Any, digits: int = 4) -> str:
     """A number rounded to what it means: 4 significant digits (metrics), ``-`` for NaN or missing."""
     try:
@@ -122,26 +96,3 @@ def significant(value: Any, digits: int = 4) -> str:
     except (TypeError, ValueError):
         return str(value)
     return "-" if math.isnan(number) else f"{number:.{digits}g}"
-
-
-class EpochLines(pl.Callback):
-    """One line per epoch in the run's log: train and val loss, val mIoU and the time; outside a terminal the
-    progress bar leaves no per-epoch history, and in a terminal the line stays above it."""
-
-    METRICS = ("train/loss", "val/loss", "val/mIoU")
-
-    def __init__(self) -> None:
-        self._started = time.perf_counter()
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._started = time.perf_counter()
-
-    # after the epoch's validation, when both the train and the val metrics of the epoch are in
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.global_rank != 0:
-            return
-        values = "  ".join(
-            f"{name} {significant(trainer.callback_metrics[name])}" for name in self.METRICS if name in trainer.callback_metrics
-        )
-        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
-        log.info("epoch %d/%s  %s  (%.1f s)", trainer.current_epoch + 1, epochs, values, time.perf_counter() - self._started)

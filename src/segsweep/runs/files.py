@@ -1,4 +1,4 @@
-"""Atomic file writes (a killed process never leaves a truncated file behind) and the text of CSV files."""
+"""Atomic file writes (a killed process never leaves a truncated file behind, nor half of a set) and the text of CSV files."""
 
 from __future__ import annotations
 
@@ -44,6 +44,19 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def write_files(files: dict[Path, bytes]) -> list[Path]:
+    """Write every file atomically; if one fails, remove the ones already written, then re-raise."""
+    written: list[Path] = []
+    try:
+        for path, data in files.items():
+            written.append(write_atomic(path, lambda file, data=data: file.write(data)))
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -68,3 +68,14 @@ def manifest(seed: int, device: str, channels_last: bool | None = None) -> dict[
         "start_time": now(),
         "end_time": None,
     }
+
+
+def with_resume(
+    manifest: dict[str, Any], recorded: dict[str, Any] | None, overrides: list[str], from_epoch: int
+) -> dict[str, Any]:
+    """``manifest`` with this command in its ``resumes``: the entries of the checkpoint's manifest plus those only the
+    record has (a resume that trained no epoch), by time, then this one (``from_epoch``: the first epoch it trains)."""
+    resumes = list(manifest.get("resumes", []))
+    resumes += [entry for entry in (recorded or {}).get("resumes", []) if entry not in resumes]
+    entry = {"time": now(), "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "overrides": overrides, "from_epoch": from_epoch}
+    return {**manifest, "resumes": [*sorted(resumes, key=lambda item: item["time"]), entry]}

@@ -59,13 +59,75 @@ def failed_record(config: dict[str, Any], error: str) -> dict[str, Any]:
     }
 
 
-def note_recorded(error: BaseException) -> None:
-    """Mark an exception as recorded in metrics.json, so an outer handler does not record the same failure again."""
-    error._segsweep_recorded = True  # type: ignore[attr-defined]
+def existing_record(path: str | Path) -> dict[str, Any]:
+    """The record already at ``path``: empty if there is none, or if it is unreadable (it is then rewritten whole)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        return load_record(path)
+    except RecordError:
+        return {}
 
 
-def was_recorded(error: BaseException) -> bool:
-    return bool(getattr(error, "_segsweep_recorded", False))
+def completed_record(run_dir: str | Path) -> dict[str, Any] | None:
+    """The record of ``run_dir`` if it holds a completed run; None otherwise (none, unreadable, failed)."""
+    record = existing_record(record_path(run_dir))
+    return record if record.get("status") == "completed" else None
+
+
+def best_of(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The record's ``best``: the epoch of the highest val mIoU in ``history`` (nulls when no epoch has one)."""
+    scored = [entry for entry in history if not math.isnan(entry.get("val/mIoU", math.nan))]
+    if not scored:
+        return {"val/mIoU": None, "epoch": None}
+    top = max(scored, key=lambda entry: entry["val/mIoU"])
+    return {"val/mIoU": top["val/mIoU"], "epoch": int(top["epoch"])}
+
+
+def write_run(
+    path: str | Path,
+    status: str,
+    *,
+    config: dict[str, Any],
+    history: list[dict[str, Any]],
+    test: dict[str, float],
+    manifest: dict[str, Any] | None,
+    error: str | None = None,
+    classes: dict[str, Any] | None = None,
+    train_pixels: list[int] | None = None,
+    class_weights: dict[str, float] | None = None,
+) -> dict[str, Any] | None:
+    """Write the record of a run from what the command training it knows; returns it (None when not written).
+
+    What the command does not know (an empty ``history`` or ``test``, no ``manifest``: e.g. a spawned DDP test in fresh
+    processes) is kept from the record already there. A completed record is never turned into a failed one: a failure
+    after it is a ``failed_attempts`` entry (``mark_failed``), not a rewrite.
+    """
+    existing = existing_record(path)
+    if status == "failed" and existing.get("status") == "completed":
+        return None
+    history, test = history or existing.get("history", []), test or existing.get("test", {})
+    manifest = manifest or existing.get("manifest")
+    optional: dict[str, Any] = {}
+    if class_weights is not None:
+        optional["class_weights"] = class_weights
+    if classes is not None:
+        # the report's "rarest class" is the one with the fewest training pixels
+        optional["classes"] = {**classes, **({"train_pixels": train_pixels} if train_pixels is not None else {})}
+    record = {
+        **existing,
+        "status": status,
+        "error": error,
+        "config": config,
+        "best": best_of(history),
+        "test": test,
+        "history": history,
+        "manifest": None if manifest is None else {**manifest, "end_time": now()},
+        **optional,
+    }
+    write_record(path, record)
+    return record
 
 
 def recorded_value(record: dict[str, Any], name: str) -> float | None:

@@ -108,7 +108,10 @@ def run_design(
                 design.decided.setdefault(labels[index], stage)
         design.looks_done = look
         still = set(next_groups({label: verdict for label, (_, verdict) in report.items()}, design))
-        active = [index for index in active if labels[index] in still]
+        for index in active:
+            if labels[index] is None:  # the report has no group of these overrides: never drop it unseen
+                log.warning("Adaptive seeds: no group of the report matches %s; it stays undecided", groups[index])
+        active = [index for index in active if labels[index] is None or labels[index] in still]
         write_design(sweep_dir, design)
         if not active:
             break

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from segsweep.runs.console import shown_value
+from segsweep.runs.overrides import shown_value
 from segsweep.sweep.groups import Group, Report, strata
 from segsweep.sweep.imbalance import degrades_least, rarity_curves
 from segsweep.sweep.search import shown_label

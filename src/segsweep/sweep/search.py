@@ -16,7 +16,8 @@ from omegaconf.errors import OmegaConfBaseException
 from rich import box
 from rich.table import Table
 
-from segsweep.runs.console import override_value, shown_value, significant
+from segsweep.runs.console import significant
+from segsweep.runs.overrides import override_value, shown_value
 from segsweep.runs.record import recorded_value, test_metric
 from segsweep.sweep.groups import Group, Report
 from segsweep.sweep.jobs import MULTIRUN_FILE, Job, swept_keys

@@ -155,7 +155,8 @@ def compare_groups(report: Report) -> None:
 
 
 def _bounds(estimate: Estimate) -> tuple[float, float]:
-    return estimate.low, estimate.high
+    """A group's interval of an IoU, clipped to [0, 1]: the true value lies there, so coverage is unchanged."""
+    return min(max(estimate.low, 0.0), 1.0), min(max(estimate.high, 0.0), 1.0)
 
 
 def decided_after(report: Report, design: Design) -> None:

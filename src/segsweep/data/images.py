@@ -1,4 +1,4 @@
-"""Image files and pixels: reading any common format as RGB, uint8 <-> [0, 1] float, class masks and overlays as PNG."""
+"""Image files: any common format read as uint8 RGB (bombs refused from the header), class masks and images as PNG."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
-
-from segsweep.runs.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -116,16 +114,6 @@ def _check_size(path: Path, size: tuple[int, int], max_pixels: int | None) -> No
         )
 
 
-def to_unit_float(images: Tensor) -> Tensor:
-    """uint8 images (0..255) as float32 in [0, 1], the networks' input range."""
-    return images.float().div(255.0)
-
-
-def to_uint8(images: Tensor) -> Tensor:
-    """Float images in [0, 1] as uint8."""
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
 def palette_png(mask: Tensor, colors: Sequence[tuple[int, int, int]]) -> bytes:
     """A class-index mask [H, W] as an indexed ("P") PNG whose palette holds the class colours."""
     values = mask.detach().cpu()
@@ -146,16 +134,3 @@ def _png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def write_files(files: dict[Path, bytes]) -> list[Path]:
-    """Write every file atomically; if one fails, remove the ones already written, then re-raise."""
-    written: list[Path] = []
-    try:
-        for path, data in files.items():
-            written.append(write_atomic(path, lambda file, data=data: file.write(data)))
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
-    return written

@@ -1,9 +1,8 @@
-"""LightningDataModule over the generated train/val/test scene splits."""
+"""The scenes' datamodule: a LightningDataModule over the generated train/val/test scene splits."""
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,9 +12,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from segsweep.data.classes import DatasetClasses
+from segsweep.data.contract import DerivedStatistics
+from segsweep.data.loaders import data_loader
 from segsweep.data.samplers import SAMPLERS, STREAM_FLIP, epoch_key, train_sampler
 from segsweep.data.scenes import SCENE_CLASSES, SceneSpec, generate_scenes, uniform
-from segsweep.runs.images import to_unit_float
+from segsweep.inference import to_unit_float
 
 log = logging.getLogger(__name__)
 
@@ -45,38 +46,8 @@ class SceneDataset(Dataset):
         return image, mask
 
 
-def worker_context(requested: str | None) -> str | None:
-    """DataLoader worker start method: as configured, else ``fork`` inside loky processes
-    (Hydra's joblib launcher), which cannot start workers with the default context."""
-    if requested is None and type(multiprocessing.current_process()).__name__ == "LokyProcess":
-        return "fork"
-    return requested
-
-
-def pin_memory(trainer: Any) -> bool:
-    """Page-locked batches when the trainer runs on a CUDA device: their copies to it are faster and asynchronous."""
-    return trainer is not None and trainer.strategy.root_device.type == "cuda"
-
-
-def data_loader(
-    dataset: Any, batch_size: int, sampler: Any, workers: int, context: str | None, trainer: Any, **extra: Any
-) -> DataLoader:
-    """A DataLoader as the datamodules build one: persistent workers, started with a context that works where the
-    job runs (``worker_context``), and batches pinned for a CUDA trainer."""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        pin_memory=pin_memory(trainer),
-        multiprocessing_context=worker_context(context) if workers > 0 else None,
-        **extra,
-    )
-
-
-class SceneDataModule(pl.LightningDataModule):
-    """Train/val/test splits of synthetic street scenes, generated once in ``setup``."""
+class SceneDataModule(DerivedStatistics, pl.LightningDataModule):
+    """Train/val/test splits of synthetic street scenes, generated once in ``setup`` (a ``data.contract.SegmentationData``)."""
 
     def __init__(
         self,
@@ -116,20 +87,18 @@ class SceneDataModule(pl.LightningDataModule):
         self.split_sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.batch_size, self.num_workers, self.hflip = batch_size, num_workers, hflip
         self.data_seed, self.order_seed = data_seed, order_seed
-        self.spec = scene if isinstance(scene, SceneSpec) else _scene_spec(scene or {})
+        self.spec = scene if isinstance(scene, SceneSpec) else scene_spec(scene or {})
         self.generate_batch = generate_batch
         self.multiprocessing_context = multiprocessing_context
         self.splits: dict[str, SceneDataset] = {}
 
     classes: DatasetClasses = SCENE_CLASSES
+    classes_from_data = False  # the scenes' classes are fixed; model.num_classes must match them
 
     @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.classes.names
-
-    @property
-    def num_classes(self) -> int:
-        return self.classes.num_classes
+    def inference_roi(self) -> None:
+        """Validation and test scenes have the training size: no sliding windows."""
+        return None
 
     def sample_images(self, split: str, count: int) -> tuple[Tensor, Tensor]:
         """The first ``count`` images (uint8 [N,3,H,W]) and masks (long [N,H,W]) of ``split``, unaugmented."""
@@ -172,11 +141,6 @@ class SceneDataModule(pl.LightningDataModule):
         """For each class, the pixels of the train images that contain it (median-frequency balancing)."""
         return self.class_presence.sum(dim=0) * self.splits["train"].masks[0].numel()
 
-    @property
-    def class_frequencies(self) -> Tensor:
-        counts = self.class_pixel_counts.double()
-        return counts / counts.sum()
-
     def _loader(self, split: str, sampler: Sampler | None = None) -> DataLoader:
         return data_loader(
             self.splits[split], self.batch_size, sampler, self.num_workers, self.multiprocessing_context, self.trainer
@@ -204,7 +168,7 @@ class SceneDataModule(pl.LightningDataModule):
         return self._loader("test")
 
 
-def _scene_spec(options: dict[str, Any]) -> SceneSpec:
+def scene_spec(options: dict[str, Any]) -> SceneSpec:
     """SceneSpec from a config mapping; unknown keys are an error naming the key."""
     known = SceneSpec.__dataclass_fields__
     for key in options:

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import ListConfig
 
-from segsweep.runs.images import list_images
+from segsweep.data.images import list_images
 
 log = logging.getLogger(__name__)
 

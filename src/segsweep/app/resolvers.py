@@ -1,0 +1,46 @@
+"""The OmegaConf resolvers that conf/ uses, registered in one place; each is implemented where its concept lives.
+
+=====================  ==========================================  ====================================================
+resolver               in                                          implemented in
+=====================  ==========================================  ====================================================
+run_dir                hydra.run.dir                               app/rundir.py: a training run dir given as ckpt_path
+                                                                   is continued in place, anything else gets a new dir
+run_suffix             hydra.run.dir                               app/naming.py: a new run's name, by its overrides
+job_dirname            hydra.sweep.subdir                          app/naming.py: a sweep job's name, by its overrides
+hydra_records          hydra.output_subdir                         app/rundir.py: .hydra for a run dir's first command,
+                                                                   .hydra/resumes/<time> for every later one
+resumable_seed         hparams_search's hydra.sweeper.sampler.seed  app/search.py: a resumed study draws new points
+deterministic_default  trainer.deterministic                       here: True on CPU, "warn" on GPU
+=====================  ==========================================  ====================================================
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import OmegaConf
+
+from segsweep.app.naming import job_dirname, run_suffix
+from segsweep.app.rundir import hydra_records, run_dir
+from segsweep.app.search import resumable_seed
+
+
+def deterministic_default() -> bool | str:
+    """True on CPU (bit-identical reruns); 'warn' on GPU, where some kernels (CE's 2-D NLL) have no deterministic version."""
+    return "warn" if torch.cuda.is_available() else True
+
+
+def register_resolvers() -> None:
+    """Our OmegaConf resolvers; every entry point calls this before Hydra composes its config."""
+    resolvers = {
+        "job_dirname": job_dirname,
+        "run_suffix": run_suffix,
+        "run_dir": run_dir,
+        "deterministic_default": deterministic_default,
+        "resumable_seed": resumable_seed,
+    }
+    for name, resolver in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
+    if not OmegaConf.has_resolver("hydra_records"):
+        # cached: Hydra reads hydra.output_subdir twice and both reads must name the same directory
+        OmegaConf.register_new_resolver("hydra_records", hydra_records, use_cache=True)

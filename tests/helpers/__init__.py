@@ -1,0 +1,1 @@
+"""Plain helper functions shared by the tests (fixtures live in tests/conftest.py), one concern a module."""
