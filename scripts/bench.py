@@ -32,7 +32,17 @@ from types import ModuleType
 import torch
 
 SCRIPTS = Path(__file__).resolve().parent
-BENCHMARKS = ("overhead", "scenes", "sliding_window", "efficiency", "memory", "folder_memory", "folder_loader", "sweep")
+BENCHMARKS = (
+    "overhead",
+    "scenes",
+    "sliding_window",
+    "surface_metrics",
+    "efficiency",
+    "memory",
+    "folder_memory",
+    "folder_loader",
+    "sweep",
+)
 
 
 def load(name: str) -> ModuleType:

@@ -24,7 +24,7 @@ TRAIN_CASES = [
     (["data.train_size=10000000"], "data.train_size=10000000: the scenes need"),
     # Hydra's own composition errors, composed before Hydra runs (app/preflight.py)
     (["data.fooo=1"], "Could not override 'data.fooo'. To append to your config use +data.fooo=1. Key 'fooo' is not in struct"),
-    (["loss=hinge"], "Could not find 'loss/hinge'. Available options in 'loss': ce, dice, dice_ce"),
+    (["loss=hinge"], "Could not find 'loss/hinge'. Available options in 'loss': boundary, ce, compound, dice, dice_ce"),
 ]
 CHECKPOINT_CASES = [
     ("segsweep.predict", ["input=generate", "size=32", "tile_batch=abc"], "tile_batch='abc': expected an integer"),

@@ -167,3 +167,10 @@ def test_sweep_flop_fraction_counts_times_and_reports():
 def test_the_machine_matmul_counts_every_core_at_once():
     benchlib = bench.load("benchlib")
     assert benchlib.concurrent_matmul_flops_per_s(2, size=256, repeats=2) > 0
+
+
+def test_surface_metrics_times_ours_and_monai_at_each_size():
+    result = bench.load("bench_surface_metrics").run(quick=True, threads=1)
+    lines = bench.load("bench_surface_metrics").lines(result)
+    check_lines(lines, 1)
+    assert positive(result["sizes"][32]["ours_ms"], result["sizes"][32]["monai_ms"])

@@ -82,9 +82,9 @@ def sweeper_of(make_config, *overrides: str) -> tuple:
 def test_optuna_dice_ce_is_optuna_with_its_own_loss_search_space_and_study(make_config):
     _, focal = sweeper_of(make_config, "hparams_search=optuna")
     cfg, dice_ce = sweeper_of(make_config, "hparams_search=optuna_dice_ce")
-    assert cfg.loss._target_ == "segsweep.models.losses.dice.DiceCELoss"
+    assert cfg.loss._target_ == "segsweep.models.losses.compound.CompoundLoss"
     assert set(focal["params"]) == {"optimizer.lr", "optimizer.weight_decay", "loss.gamma"}
-    assert set(dice_ce["params"]) == {"optimizer.lr", "loss.dice_weight", "loss.ce_weight"}
+    assert set(dice_ce["params"]) == {"optimizer.lr", "loss.terms.dice.weight", "loss.terms.ce.weight"}
     assert dice_ce["study_name"] == "segsweep_dice_ce"
     assert {**dice_ce, "study_name": None, "params": None} == {**focal, "study_name": None, "params": None}
 

@@ -16,7 +16,8 @@ from .helpers.commands import run_module
 from .helpers.outputs import read_metrics
 
 CLASSES = ("background", "road", "car", "pedestrian")
-STAGE_METRICS = ["loss", "mIoU", "pixel_acc", "boundary_f1", *(f"iou/{name}" for name in CLASSES)]
+PER_CLASS = [f"{metric}/{name}" for metric in ("iou", "dice") for name in CLASSES]
+STAGE_METRICS = ["loss", "mIoU", "mDice", "pixel_acc", "boundary_f1", *PER_CLASS]
 
 
 def load_events(run_dir: Path) -> dict:

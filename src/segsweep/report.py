@@ -27,6 +27,7 @@ from segsweep.sweep import plots
 from segsweep.sweep.groups import Report
 from segsweep.sweep.imbalance import rarity_curves
 from segsweep.sweep.jobs import SEED_KEY, ReportError
+from segsweep.sweep.per_case import per_case
 from segsweep.sweep.search import Search, markdown_section, plot_data, read_search, rich_top_trials, shown_label
 from segsweep.sweep.stats import THRESHOLD_FRACTION, nan_to
 from segsweep.sweep.summary import summarize
@@ -45,7 +46,7 @@ def _plots(report: Report, num_images: int, search: Search | None) -> None:
     curves = {
         shown_label(group): [
             [
-                (int(entry.get("epoch", index)) + 1, float(entry.get("val/mIoU", math.nan)))
+                (int(entry.get("epoch", index)) + 1, float(entry.get("val/mIoU", math.nan)), entry.get("images_seen"))
                 for index, entry in enumerate(job.history)
             ]
             for job in group.finished
@@ -62,6 +63,7 @@ def _plots(report: Report, num_images: int, search: Search | None) -> None:
             path,
         ),
     }
+    drawers["per_case"] = lambda path: plots.per_case(per_case(report), path)
     if search is not None and (searched := plot_data(search)) is not None:
         drawers["search"] = lambda path: plots.search(searched, path)
     compared = [group for group in done if group.diff is not None]

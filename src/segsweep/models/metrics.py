@@ -1,4 +1,4 @@
-"""Segmentation metrics: IoU and pixel accuracy from one confusion matrix, and boundary F1 (missing from torchmetrics)."""
+"""Segmentation metrics: IoU, Dice and pixel accuracy from one confusion matrix, and boundary F1 (missing from torchmetrics)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,16 @@ def iou_from_confusion(confusion: Tensor) -> Tensor:
     true_positives = confusion.diag()
     union = confusion.sum(0) + confusion.sum(1) - true_positives
     return torch.where(union != 0, true_positives / union, torch.full_like(union, float("nan")))
+
+
+def dice_from_confusion(confusion: Tensor) -> Tensor:
+    """Per-class Dice [C] of a [true, predicted] confusion matrix: 2 TP / (2 TP + FP + FN) = 2 IoU / (1 + IoU).
+
+    Dataset-level like IoU (the counts of the whole set, not a mean over images); NaN where IoU is."""
+    confusion = confusion.float()
+    true_positives = confusion.diag()
+    total = confusion.sum(0) + confusion.sum(1)
+    return torch.where(total != 0, 2 * true_positives / total, torch.full_like(total, float("nan")))
 
 
 def mean_iou(confusion: Tensor) -> Tensor:

@@ -14,7 +14,8 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from segsweep.data.classes import DatasetClasses
 from segsweep.inference import sliding_window_inference
 from segsweep.models.image_counts import ImageIntersectionUnion
-from segsweep.models.metrics import BoundaryF1, iou_from_confusion, pixel_accuracy
+from segsweep.models.metrics import BoundaryF1, dice_from_confusion, iou_from_confusion, pixel_accuracy
+from segsweep.models.surface_metrics import SurfaceMetrics
 
 STAGES = ("val", "test")
 
@@ -37,12 +38,14 @@ def stage_metrics(
 
 def metric_names(class_names: Sequence[str]) -> list[str]:
     """Every metric a run logs, e.g. for choosing ``optimized_metric``."""
-    per_stage = ["loss", "mIoU", "pixel_acc", "boundary_f1", *(f"iou/{name}" for name in class_names)]
+    per_class = [f"{metric}/{name}" for metric in ("iou", "dice") for name in class_names]
+    per_stage = ["loss", "mIoU", "mDice", "pixel_acc", "boundary_f1", *per_class]
     return ["train/loss", "val/mIoU_best", *(f"{stage}/{name}" for stage in STAGES for name in per_stage)]
 
 
 class SegmentationModule(pl.LightningModule):
-    """Trains ``net`` with ``loss``; logs ``<stage>/loss``, ``/mIoU``, ``/iou/<class>``, ``/pixel_acc``, ``/boundary_f1``.
+    """Trains ``net`` with ``loss``; logs ``<stage>/loss``, ``/mIoU``, ``/iou/<class>``, ``/mDice``, ``/dice/<class>``,
+    ``/pixel_acc``, ``/boundary_f1``; with ``surface_metrics``, ``test/hd95/<class>`` and ``test/nsd/<class>`` too.
 
     After each val/test epoch, ``confusion[stage]`` holds that epoch's [true, predicted] pixel counts.
     """
@@ -63,6 +66,8 @@ class SegmentationModule(pl.LightningModule):
         inference_overlap: float = 0.25,
         inference_mode: str = "gaussian",
         inference_tile_batch: int = 16,
+        surface_metrics: bool = False,
+        nsd_tolerance: float = 2.0,
     ) -> None:
         super().__init__()
         self.classes = classes if isinstance(classes, DatasetClasses) else DatasetClasses.from_dict(classes)
@@ -81,6 +86,10 @@ class SegmentationModule(pl.LightningModule):
         # per test image: what the report's test-set variance is estimated from; set after each test epoch
         self.image_counts = ImageIntersectionUnion(self.classes.num_classes, self.classes.ignore_index)
         self.test_image_counts: tuple[Tensor, Tensor] | None = None
+        # per test image HD95 and NSD [images, C], on the CPU (scipy): test only, as it costs (BENCHMARKS.md)
+        surface = SurfaceMetrics(self.classes.num_classes, nsd_tolerance, self.classes.ignore_index) if surface_metrics else None
+        self.surface = surface
+        self.test_surface: tuple[Tensor, Tensor] | None = None
         self.val_miou_best = MaxMetric()
         self.val_miou_best.persistent(True)  # a resumed run keeps its best so far
         if channels_last:
@@ -98,6 +107,12 @@ class SegmentationModule(pl.LightningModule):
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
+
+    def on_train_epoch_start(self) -> None:
+        # a loss scheduled over epochs (loss=boundary) takes the epoch from the trainer: a resumed run continues it
+        set_epoch = getattr(self.loss, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(self.current_epoch)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, masks = batch
@@ -132,6 +147,8 @@ class SegmentationModule(pl.LightningModule):
         self.metrics[stage].update(predictions, masks)
         if stage == "test":
             self.image_counts.update(predictions, masks)
+            if self.surface is not None:
+                self.surface.update(predictions, masks)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate("val", batch)
@@ -144,9 +161,11 @@ class SegmentationModule(pl.LightningModule):
         self.metrics[stage].reset()
         confusion = values["confusion"]
         self.confusion[stage] = confusion.detach().cpu().long()
-        iou = iou_from_confusion(confusion)
+        iou, dice = iou_from_confusion(confusion), dice_from_confusion(confusion)
         logged = {f"{stage}/pixel_acc": pixel_accuracy(confusion), f"{stage}/boundary_f1": values["boundary_f1"]}
         logged.update({f"{stage}/iou/{name}": iou[i] for i, name in enumerate(self.classes.names)})
+        logged.update({f"{stage}/dice/{name}": dice[i] for i, name in enumerate(self.classes.names)})
+        logged[f"{stage}/mDice"] = dice.nanmean()
         self.log_dict(logged)
         miou = iou.nanmean()
         self.log(f"{stage}/mIoU", miou, prog_bar=True)
@@ -163,6 +182,14 @@ class SegmentationModule(pl.LightningModule):
         intersection, union = self.image_counts.compute()
         self.test_image_counts = (intersection.cpu(), union.cpu())
         self.image_counts.reset()
+        if self.surface is not None:
+            hd95, nsd = (values.cpu() for values in self.surface.compute())
+            self.surface.reset()
+            self.test_surface = (hd95, nsd)
+            # each class's mean over the images whose truth has it (NaN elsewhere; NaN if no image has it)
+            for name, values in (("hd95", hd95), ("nsd", nsd)):
+                means = values.nanmean(dim=0).float()
+                self.log_dict({f"test/{name}/{cls}": means[i] for i, cls in enumerate(self.classes.names)})
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -1,4 +1,4 @@
-"""PNG plots of a sweep report (arrays in, PNG out): learning curves, per-class IoU, differences, imbalance, predictions, search.
+"""PNG plots of a sweep report (arrays in, PNG out): curves, per-class IoU, differences, per-case, imbalance, predictions, search.
 
 Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot, no global backend change)
 and written atomically.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -17,10 +18,10 @@ from matplotlib.ticker import LogFormatterSciNotation, MaxNLocator, NullFormatte
 
 from segsweep.runs.files import write_atomic
 from segsweep.sweep.imbalance import RarityPoint
-from segsweep.sweep.intervals import mean_band
+from segsweep.sweep.per_case import PerCase
 from segsweep.sweep.search import SearchPlot
 
-Curve = Sequence[tuple[int, float]]  # (epoch counted from 1, val mIoU)
+Curve = Sequence[tuple[int, float, int | None]]  # (epoch counted from 1, val mIoU, training images seen by then or None)
 
 
 def _save(figure: Figure, path: Path, dpi: int = 100) -> Path:
@@ -29,34 +30,58 @@ def _save(figure: Figure, path: Path, dpi: int = 100) -> Path:
     return write_atomic(path, lambda file: figure.savefig(file, format="png", dpi=dpi))
 
 
+class SeedBand(NamedTuple):
+    """A group's learning curve over its seeds, per epoch with a value: the mean, the seeds' min and max, and the mean
+    training images seen by then (seeds differ there only under a sampler whose epochs vary)."""
+
+    epochs: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    images: np.ndarray
+
+
+def seed_band(runs: Sequence[Curve]) -> SeedBand | None:
+    """The seeds' curves of one group as a band; None when no epoch has a value."""
+    by_epoch: dict[int, list[tuple[float, int]]] = {}
+    for run in runs:
+        for epoch, value, seen in run:
+            if not math.isnan(value):
+                by_epoch.setdefault(epoch, []).append((value, seen or 0))
+    if not by_epoch:
+        return None
+    epochs = sorted(by_epoch)
+    values = [np.array([value for value, _ in by_epoch[epoch]]) for epoch in epochs]
+    images = np.array([np.mean([seen for _, seen in by_epoch[epoch]]) for epoch in epochs])
+    stats = (np.array([function(column) for column in values]) for function in (np.mean, np.min, np.max))
+    return SeedBand(np.array(epochs, dtype=float), *stats, images)
+
+
 def learning_curves(curves: Mapping[str, Sequence[Curve]], path: Path, threshold: float | None = None) -> Path:
-    """Val mIoU per epoch of each group: the mean over seeds as a line, its 95% t confidence band (2+ seeds) as a band."""
-    figure = Figure(figsize=(7, 4.5))
-    axes = figure.add_subplot()
+    """Val mIoU of each group against epochs and, when every run counted them, training images seen: the mean over
+    seeds as a line, the seeds' range (min to max) as a band, which stays inside what mIoU can be (a t band of the
+    mean over 3 seeds reached 1.2 and -0.1)."""
+    counted = all(image is not None for runs in curves.values() for run in runs for _, _, image in run)
+    figure = Figure(figsize=(12 if counted else 7, 4.5))
+    panels = figure.subplots(1, 2 if counted else 1, sharey=True, squeeze=False)[0]
     for label, runs in curves.items():
-        by_epoch: dict[int, list[float]] = {}
-        for run in runs:
-            for epoch, value in run:
-                if not math.isnan(value):
-                    by_epoch.setdefault(epoch, []).append(value)
-        if not by_epoch:
+        band = seed_band(runs)
+        if band is None:
             continue
-        epochs = sorted(by_epoch)
-        table = np.full((max(len(by_epoch[epoch]) for epoch in epochs), len(epochs)), np.nan)
-        for column, epoch in enumerate(epochs):
-            table[: len(by_epoch[epoch]), column] = by_epoch[epoch]
-        mean = np.nanmean(table, axis=0)
-        (line,) = axes.plot(epochs, mean, marker="o", markersize=3, label=f"{label} (n={len(runs)} seeds)")
-        low, high = mean_band(table)
-        axes.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
-    if threshold is not None and not math.isnan(threshold):
-        axes.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"threshold {threshold:.3f}")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_xlabel("epoch (counted from 1)")
-    axes.set_ylabel("val mIoU")
-    axes.set_title("Validation mIoU: mean over seeds, band = 95% CI of the mean")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
+        for axes, x in zip(panels, (band.epochs, band.images)):
+            (line,) = axes.plot(x, band.mean, marker="o", markersize=3, label=f"{label} (n={len(runs)} seeds)")
+            axes.fill_between(x, band.low, band.high, color=line.get_color(), alpha=0.2)
+    for axes in panels:
+        if threshold is not None and not math.isnan(threshold):
+            axes.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"threshold {threshold:.3f}")
+        axes.grid(alpha=0.3)
+    panels[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    panels[0].set_xlabel("epoch (counted from 1)")
+    panels[0].set_ylabel("val mIoU")
+    panels[0].legend(fontsize="small")
+    if counted:
+        panels[1].set_xlabel("training images seen (a sampler's repeats counted)")
+    figure.suptitle("Validation mIoU: mean over seeds, band = the seeds' range (min to max)", fontsize=11)
     return _save(figure, path)
 
 
@@ -111,6 +136,31 @@ def per_class_iou(
     axes.set_title("Test IoU per class (mean over seeds, error bar = std)")
     axes.grid(axis="y", alpha=0.3)
     axes.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def per_case(cases: PerCase | None, path: Path) -> Path | None:
+    """Box plots per group of its per-test-image mIoU (left) and of each image's paired difference to the best group
+    of its stratum (right); None without per-image counts."""
+    if cases is None:
+        return None
+    figure = Figure(figsize=(11, 1.6 + 0.45 * len(cases.labels)))
+    left, right = figure.subplots(1, 2, sharey=True)
+    rows = np.arange(len(cases.labels))[::-1] + 1
+    finite = [values[~np.isnan(values)] for values in cases.miou]
+    left.boxplot(finite, vert=False, positions=rows, widths=0.6, showmeans=True)
+    left.set_xlabel("per-image test mIoU (mean over seeds)")
+    left.set_title("Per-case distribution", fontsize=10)
+    paired = [(row, diff[~np.isnan(diff)]) for row, diff in zip(rows, cases.diff) if diff is not None]
+    if paired:
+        right.boxplot([diff for _, diff in paired], vert=False, positions=[row for row, _ in paired], widths=0.6, showmeans=True)
+    right.axvline(0.0, color="black", linewidth=1)
+    left.set_yticks(rows, cases.labels)  # after both box plots: each sets the shared axis' ticks to its positions
+    bests = sorted(set(cases.best))
+    right.set_xlabel(f"per-image mIoU minus that of {bests[0] if len(bests) == 1 else 'the best group at its level'}")
+    right.set_title("Paired per-case difference to the best group", fontsize=10)
+    for axes in (left, right):
+        axes.grid(axis="x", alpha=0.3)
     return _save(figure, path)
 
 

@@ -7,6 +7,8 @@ re-exports them for code; configs name the defining module (``segsweep.models.lo
 allowlist admits a class only where it is defined (runs/allowlist.MOVED_TARGETS maps the paths of before this layout).
 """
 
+from segsweep.models.losses.boundary import BoundaryLoss, SurfaceLoss
+from segsweep.models.losses.compound import CompoundLoss
 from segsweep.models.losses.cross_entropy import CrossEntropyLoss, TopKCrossEntropyLoss
 from segsweep.models.losses.dice import DiceCELoss, DiceLoss, GeneralizedDiceLoss
 from segsweep.models.losses.focal import FocalLoss
@@ -15,6 +17,8 @@ from segsweep.models.losses.tversky import TverskyLoss
 from segsweep.models.losses.utils import SoftCounts, soft_counts
 
 __all__ = [
+    "BoundaryLoss",
+    "CompoundLoss",
     "CrossEntropyLoss",
     "DiceCELoss",
     "DiceLoss",
@@ -22,6 +26,7 @@ __all__ = [
     "GeneralizedDiceLoss",
     "LovaszSoftmaxLoss",
     "SoftCounts",
+    "SurfaceLoss",
     "TopKCrossEntropyLoss",
     "TverskyLoss",
     "soft_counts",

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from segsweep.data.classes import IGNORE_INDEX
+from segsweep.models.losses.compound import CompoundLoss
 from segsweep.models.losses.cross_entropy import CrossEntropyLoss
 from segsweep.models.losses.utils import class_mean, prepare_inputs, register_class_weights, soft_counts
 
@@ -76,8 +77,9 @@ class GeneralizedDiceLoss(nn.Module):
             return (1 - numerator / denominator).mean()
 
 
-class DiceCELoss(nn.Module):
-    """``dice_weight * DiceLoss + ce_weight * CrossEntropyLoss``, both with the same class weights."""
+class DiceCELoss(CompoundLoss):
+    """``dice_weight * DiceLoss + ce_weight * CrossEntropyLoss``, both with the same class weights: the compound loss
+    (conf/loss/dice_ce.yaml) under the arguments that checkpoints saved before it name."""
 
     def __init__(
         self,
@@ -89,16 +91,8 @@ class DiceCELoss(nn.Module):
         label_smoothing: float = 0.0,
         ignore_index: int = IGNORE_INDEX,
     ) -> None:
-        super().__init__()
-        self.dice_weight = dice_weight
-        self.ce_weight = ce_weight
-        self.dice = DiceLoss(
-            include_background=include_background,
-            smooth=smooth,
-            class_weights=class_weights,
-            ignore_index=ignore_index,
+        dice = DiceLoss(
+            include_background=include_background, smooth=smooth, class_weights=class_weights, ignore_index=ignore_index
         )
-        self.ce = CrossEntropyLoss(class_weights=class_weights, label_smoothing=label_smoothing, ignore_index=ignore_index)
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return self.dice_weight * self.dice(logits, target) + self.ce_weight * self.ce(logits, target)
+        ce = CrossEntropyLoss(class_weights=class_weights, label_smoothing=label_smoothing, ignore_index=ignore_index)
+        super().__init__({"dice": {"weight": dice_weight, "loss": dice}, "ce": {"weight": ce_weight, "loss": ce}})
