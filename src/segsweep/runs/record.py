@@ -2,7 +2,8 @@
 
 Schema (every key always present unless marked optional)::
 
-    status        "completed" | "failed"
+    status        "completed" | "fitted" | "failed"   completed: fitted and tested; fitted: written when the fit
+                  ends, before the test (a run killed during its test is not finished, and is continued by a rerun)
     error         str | null          why it failed ("<Type>: <message>")
     config        {...}               the resolved config of the run
     best          {"val/mIoU": float | null, "epoch": int | null}
@@ -32,7 +33,7 @@ from segsweep.runs.files import write_json_atomic
 from segsweep.runs.manifest import now
 
 RECORD_FILE = "metrics.json"
-STATUSES = ("completed", "failed")
+STATUSES = ("completed", "fitted", "failed")
 
 
 class RecordError(ValueError):
@@ -71,7 +72,8 @@ def existing_record(path: str | Path) -> dict[str, Any]:
 
 
 def completed_record(run_dir: str | Path) -> dict[str, Any] | None:
-    """The record of ``run_dir`` if it holds a completed run; None otherwise (none, unreadable, failed)."""
+    """The record of ``run_dir`` if it holds a completed (fitted and tested) run; None otherwise (none, unreadable,
+    fitted only, failed)."""
     record = existing_record(record_path(run_dir))
     return record if record.get("status") == "completed" else None
 
@@ -148,14 +150,15 @@ def mark_failed(path: str | Path, config: dict[str, Any], error: str, own_run: b
         existing = _read_json(path) if path.is_file() else None
     except RecordError:  # unreadable: there are no results to keep
         existing = None
-    if isinstance(existing, dict) and existing.get("status") == "completed":
-        if own_run:
-            write_record(path, {**existing, "status": "failed", "error": error})
-            return
+    status = existing.get("status") if isinstance(existing, dict) else None
+    if status == "fitted" or (status == "completed" and own_run):
+        write_record(path, {**existing, "status": "failed", "error": error})
+        return
+    if status == "completed":
         attempt = {"time": now(), "error": error, "command": [Path(sys.argv[0]).name, *sys.argv[1:]]}
         write_record(path, {**existing, "failed_attempts": [*existing.get("failed_attempts", []), attempt]})
         return
-    if isinstance(existing, dict) and existing.get("status") == "failed":
+    if status == "failed":
         return
     write_record(path, failed_record(config, error))
 

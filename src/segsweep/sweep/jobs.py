@@ -81,7 +81,9 @@ def read_job(path: Path, name: str) -> Job:
         job.error = f"metrics.json unreadable ({str(error).removeprefix(f'{path_of_record}: ')})"
         return job
     status = job.metrics.get("status")
-    if status != "completed":
+    if status == "fitted":
+        job.error = "no test metrics (killed before or during testing)"
+    elif status != "completed":
         job.error = f"{status}: {job.metrics.get('error') or 'no error recorded'}"
     elif not isinstance((job.metrics.get("test") or {}).get("test/mIoU"), (int, float)):
         job.error = "no test metrics (killed before or during testing)"

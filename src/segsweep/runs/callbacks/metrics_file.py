@@ -102,7 +102,7 @@ class MetricsFile(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._fit_done = True
-        self.write(trainer, pl_module, "completed")
+        self.write(trainer, pl_module, "fitted")  # completed only once tested: a rerun finishes a run killed in between
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.test = _scalars(trainer.callback_metrics, "test/")
