@@ -167,6 +167,23 @@ def test_a_sweep_sent_again_into_its_dir_skips_its_completed_jobs(tmp_path):
     assert read_metrics(job) == before
 
 
+def test_a_run_terminated_by_sigterm_exits_143_and_records_why(tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "segsweep.train", *ORIGINAL, "trainer.max_epochs=50", f"hydra.run.dir={run}"]
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+    )
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoints" / "last.ckpt").is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.terminate()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-2000:]  # a scheduler sees the job did not succeed
+    record = read_metrics(run)
+    assert record["status"] == "failed" and record["error"] == "SIGTERMException: terminated by SIGTERM"
+    assert record["history"]  # what it trained before the signal is kept
+
+
 def untested_record(sweep: Path) -> Path | None:
     """A job whose metrics.json was written at the end of its fit and not yet by its test."""
     for path in sweep.glob("*/metrics.json"):
