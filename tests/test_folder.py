@@ -348,6 +348,27 @@ def test_a_mixed_folder_trains_with_workers_and_whole_image_validation(mixed, tm
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("tamper", ["counts", "structure"])
+def test_an_altered_scan_cache_is_scanned_again_not_trained_on(mixed, tmp_path, tamper):
+    cache = tmp_path / "cache"
+    command = ["data=folder", f"data.root={mixed}", f"data.cache_dir={cache}", "loss=weighted_ce", *TINY, *QUIET]
+    first, second = tmp_path / "first", tmp_path / "second"
+    run_module("segsweep.train", *command, f"hydra.run.dir={first}")
+    (cache_file,) = cache.glob("*.json")
+    content = json.loads(cache_file.read_text())
+    for entry in content["pairs"].values():
+        if tamper == "counts":
+            entry[3] = [1] * (len(NAMES) - 1) + [10**6]
+        else:
+            entry[3] = {"sky": 5}
+    cache_file.write_text(json.dumps(content))
+    result = run_module("segsweep.train", *command, f"hydra.run.dir={second}")
+    assert "scanning again" in result.stdout + result.stderr
+    assert read_metrics(second)["class_weights"] == read_metrics(first)["class_weights"]
+    assert read_metrics(second)["classes"]["train_pixels"] == read_metrics(first)["classes"]["train_pixels"]
+
+
+@pytest.mark.slow
 def test_a_loss_sweep_on_a_folder_reports_its_classes(tmp_path):
     root = tmp_path / "exported"
     export(root, {"train": 12, "val": 4, "test": 4}, 40, seed=0)
