@@ -166,6 +166,8 @@ def mark_failed(path: str | Path, config: dict[str, Any], error: str, own_run: b
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
+    except RecursionError:  # json nests as deep as the file does
+        raise RecordError(f"{path}: unreadable (nested too deep)") from None
     except (OSError, ValueError) as error:
         raise RecordError(f"{path}: unreadable ({type(error).__name__}: {error})") from None
 
@@ -180,6 +182,19 @@ def _check_numbers(path: Path, key: str, mapping: Any, allow_null: bool = False)
     for name, value in mapping.items():
         if not (_is_number(value) or (allow_null and value is None)):
             raise RecordError(f"{path}: {key}.{name} must be a number, got {value!r}")
+        if _is_number(value) and math.isinf(value):  # NaN is a diverged run's honest value, infinity never a metric
+            raise RecordError(f"{path}: {key}.{name} must be finite, got {value!r}")
+
+
+def _check_classes(path: Path, classes: Any) -> None:
+    if not isinstance(classes, dict):
+        raise RecordError(f"{path}: classes must be an object, got {type(classes).__name__}")
+    names = classes.get("names")
+    if not (isinstance(names, list) and names and all(isinstance(name, str) for name in names)):
+        raise RecordError(f"{path}: classes.names must be a non-empty list of names, got {names!r}")
+    for key in ("train_pixels", "colors"):
+        if key in classes and not (isinstance(classes[key], list) and len(classes[key]) == len(names)):
+            raise RecordError(f"{path}: classes.{key} must be a list of {len(names)} (one per class), got {classes[key]!r}")
 
 
 def load_record(path: str | Path) -> dict[str, Any]:
@@ -197,6 +212,8 @@ def load_record(path: str | Path) -> dict[str, Any]:
         raise RecordError(f"{path}: history must be a list, got {type(history).__name__}")
     for position, entry in enumerate(history):
         _check_numbers(path, f"history[{position}]", entry)
+    if "classes" in record:
+        _check_classes(path, record["classes"])
     return record
 
 
