@@ -137,6 +137,14 @@ def test_segsweep_report_lists_crafted_job_files_with_the_reason(tmp_path):
     assert [job.name for job in group.finished] == ["seed=1", "seed=2"]
 
 
+def test_segsweep_report_removes_the_temp_file_of_a_report_killed_mid_write(tmp_path):
+    fake_job(tmp_path / "seed=1", ["seed=1"], 0.5, [0.5])
+    orphan = tmp_path / ".curves.png.k1ll3d.tmp"
+    orphan.write_bytes(b"half a png")
+    run_module("segsweep.report", str(tmp_path), "--no-plots", timeout=120)
+    assert not orphan.exists() and (tmp_path / "report.md").is_file()
+
+
 def test_a_sweep_of_a_hundred_million_jobs_in_multirun_yaml_is_not_expanded(tmp_path):
     write_multirun_yaml(tmp_path, ["seed=range(0,100000000)", "debug=fast"])
     fake_job(tmp_path / "seed=0", ["seed=0"], 0.5, [0.5])
