@@ -233,6 +233,20 @@ def _bad_case(root: Path, case: str) -> str:
         path = root / "train" / "images" / "broken.png"
         path.write_bytes(path.read_bytes()[:60])
         return f"{path}: unreadable image"
+    if case == "empty mask file":
+        write_pair(root, "train", "blank", ok, 5)
+        (root / "train" / "masks" / "blank.png").write_bytes(b"")
+        return f"{root}/train/masks/blank.png: not an image file"
+    if case == "undecodable file name":
+        write_pair(root, "train", "bad", ok, 5)
+        for kind in ("images", "masks"):
+            folder = os.fsencode(root / "train" / kind)
+            os.rename(folder + b"/bad.png", folder + b"/bad\xff.png")
+        return f"{root}/train/images/bad\\xff.png: file name is not valid UTF-8"
+    if case == "every train mask void":
+        for i in range(3):
+            write_pair(root, "train", f"ok{i}", np.full_like(ok, 255), i)
+        return f"{root}/train/masks: every pixel of every train mask is void"
     if case == "empty split":
         (root / "val" / "images").mkdir(parents=True)
         (root / "val" / "masks").mkdir(parents=True)
@@ -250,6 +264,9 @@ BAD_CASES = [
     "unknown mask value",
     "unknown mask colour",
     "unreadable image",
+    "empty mask file",
+    "undecodable file name",
+    "every train mask void",
     "empty split",
 ]
 
@@ -268,10 +285,10 @@ def test_bad_data_is_one_line_naming_the_file_before_training(tmp_path, case):
         f"hydra.run.dir={run_dir}",
         check=False,
     )
-    assert result.returncode != 0
-    lines = [line for line in result.stderr.splitlines() if expected in line]
-    assert lines, result.stderr[-2000:]
-    assert not (run_dir / "checkpoints").exists(), "stopped before training"
+    assert result.returncode == 1
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]  # one line, no traceback
+    assert line.startswith("train failed: ") and expected in line, result.stderr[-2000:]
+    assert not run_dir.exists(), "no run dir left behind"
     assert listing(root) == before, "nothing is written into the dataset"
 
 

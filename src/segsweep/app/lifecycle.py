@@ -77,7 +77,9 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, SegmentationDa
         continued = continue_config(cfg, run_dir, overrides)
         if continued is not None:
             cfg, applied = continued
-    return cfg, validate(cfg), applied
+    datamodule = validate(cfg)
+    datamodule.setup("fit")  # a folder's files are checked here (bad data: one line, no run dir left behind)
+    return cfg, datamodule, applied
 
 
 def training_command(cfg: DictConfig, work: Work) -> float | None:

@@ -184,6 +184,11 @@ class FolderDataModule(DerivedStatistics, pl.LightningDataModule):
         pairs, stats = self.pairs, self.stats
         if self.test_is_val:
             log.info("%s: no test/ split: the test stage uses the val split (%d images)", self.root, len(pairs["val"]))
+        if not int(self.class_pixel_counts.sum()):
+            raise FolderDataError(
+                f"{self.root / 'train' / 'masks'}: every pixel of every train mask is void "
+                f"(ignore_index {self.classes.ignore_index}): nothing to train on"
+            )
         sizes = [stats[pair.name][:2] for pair in pairs["train"]]
         smaller = sum(1 for height, width in sizes if height < self.crop_size or width < self.crop_size)
         if smaller:

@@ -48,6 +48,9 @@ def _files(folder: Path) -> dict[str, Path]:
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
+        if any("\udc80" <= char <= "\udcff" for char in path.name):  # bytes that are not UTF-8, as Python decodes them
+            shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+            raise FolderDataError(f"{shown}: file name is not valid UTF-8: rename it")
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             log.info("%s: skipped, not an image file suffix (%s)", path, ", ".join(IMAGE_SUFFIXES))
             continue
