@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -296,7 +297,7 @@ def test_bad_data_is_one_line_naming_the_file_before_training(tmp_path, case):
 
 
 @pytest.mark.slow
-def test_an_exported_folder_trains_evaluates_and_predicts(tmp_path):
+def test_an_exported_folder_trains_evaluates_and_predicts(tmp_path, monkeypatch):
     root = tmp_path / "exported"
     export(root, {"train": 16, "val": 4, "test": 3}, (40, 56), seed=0)
     run_dir = tmp_path / "run"
@@ -314,7 +315,10 @@ def test_an_exported_folder_trains_evaluates_and_predicts(tmp_path):
     assert metrics["config"]["model"]["num_classes"] == 4 and "test/iou/pedestrian" in metrics["test"]
 
     eval_dir = tmp_path / "eval"
+    shutil.rmtree(tmp_path / "cache")  # the checkpoint's data.cache_dir: eval writes only into the user's own cache
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user_cache"))
     run_module("segsweep.eval", f"ckpt_path={run_dir}", "progress=false", f"hydra.run.dir={eval_dir}")
+    assert not (tmp_path / "cache").exists() and list((tmp_path / "user_cache" / "segsweep" / "folder").glob("*.json"))
     report = json.loads((eval_dir / "eval.json").read_text())
     assert report["confusion_matrix"]["classes"] == ["background", "road", "car", "pedestrian"]
     # whole images at full resolution: every pixel of the 3 test images is scored
