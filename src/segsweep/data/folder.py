@@ -251,16 +251,13 @@ class FolderDataModule(DerivedStatistics, pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
-        trainer = self.trainer
-        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = train_sampler(
             self.sampler,
             len(self.splits["train"]),
             self.order_seed,
             lambda: self.class_presence,
             self.repeat_threshold,
-            num_replicas=replicas,
-            rank=rank,
+            self.trainer,
         )
         return self._loader("train", self.batch_size, sampler)
 
