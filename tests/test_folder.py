@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +234,20 @@ def _bad_case(root: Path, case: str) -> str:
         path = root / "train" / "images" / "broken.png"
         path.write_bytes(path.read_bytes()[:60])
         return f"{path}: unreadable image"
+    if case == "empty mask file":
+        write_pair(root, "train", "blank", ok, 5)
+        (root / "train" / "masks" / "blank.png").write_bytes(b"")
+        return f"{root}/train/masks/blank.png: not an image file"
+    if case == "undecodable file name":
+        write_pair(root, "train", "bad", ok, 5)
+        for kind in ("images", "masks"):
+            folder = os.fsencode(root / "train" / kind)
+            os.rename(folder + b"/bad.png", folder + b"/bad\xff.png")
+        return f"{root}/train/images/bad\\xff.png: file name is not valid UTF-8"
+    if case == "every train mask void":
+        for i in range(3):
+            write_pair(root, "train", f"ok{i}", np.full_like(ok, 255), i)
+        return f"{root}/train/masks: every pixel of every train mask is void"
     if case == "empty split":
         (root / "val" / "images").mkdir(parents=True)
         (root / "val" / "masks").mkdir(parents=True)
@@ -250,6 +265,9 @@ BAD_CASES = [
     "unknown mask value",
     "unknown mask colour",
     "unreadable image",
+    "empty mask file",
+    "undecodable file name",
+    "every train mask void",
     "empty split",
 ]
 
@@ -268,10 +286,10 @@ def test_bad_data_is_one_line_naming_the_file_before_training(tmp_path, case):
         f"hydra.run.dir={run_dir}",
         check=False,
     )
-    assert result.returncode != 0
-    lines = [line for line in result.stderr.splitlines() if expected in line]
-    assert lines, result.stderr[-2000:]
-    assert not (run_dir / "checkpoints").exists(), "stopped before training"
+    assert result.returncode == 1
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]  # one line, no traceback
+    assert line.startswith("train failed: ") and expected in line, result.stderr[-2000:]
+    assert not run_dir.exists(), "no run dir left behind"
     assert listing(root) == before, "nothing is written into the dataset"
 
 
@@ -279,7 +297,7 @@ def test_bad_data_is_one_line_naming_the_file_before_training(tmp_path, case):
 
 
 @pytest.mark.slow
-def test_an_exported_folder_trains_evaluates_and_predicts(tmp_path):
+def test_an_exported_folder_trains_evaluates_and_predicts(tmp_path, monkeypatch):
     root = tmp_path / "exported"
     export(root, {"train": 16, "val": 4, "test": 3}, (40, 56), seed=0)
     run_dir = tmp_path / "run"
@@ -297,7 +315,10 @@ def test_an_exported_folder_trains_evaluates_and_predicts(tmp_path):
     assert metrics["config"]["model"]["num_classes"] == 4 and "test/iou/pedestrian" in metrics["test"]
 
     eval_dir = tmp_path / "eval"
+    shutil.rmtree(tmp_path / "cache")  # the checkpoint's data.cache_dir: eval writes only into the user's own cache
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user_cache"))
     run_module("segsweep.eval", f"ckpt_path={run_dir}", "progress=false", f"hydra.run.dir={eval_dir}")
+    assert not (tmp_path / "cache").exists() and list((tmp_path / "user_cache" / "segsweep" / "folder").glob("*.json"))
     report = json.loads((eval_dir / "eval.json").read_text())
     assert report["confusion_matrix"]["classes"] == ["background", "road", "car", "pedestrian"]
     # whole images at full resolution: every pixel of the 3 test images is scored
@@ -345,6 +366,27 @@ def test_a_mixed_folder_trains_with_workers_and_whole_image_validation(mixed, tm
         metrics["classes"]["train_pixels"]
         == FolderDataModule(str(mixed), cache_dir=str(tmp_path / "cache")).class_pixel_counts.tolist()
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tamper", ["counts", "structure"])
+def test_an_altered_scan_cache_is_scanned_again_not_trained_on(mixed, tmp_path, tamper):
+    cache = tmp_path / "cache"
+    command = ["data=folder", f"data.root={mixed}", f"data.cache_dir={cache}", "loss=weighted_ce", *TINY, *QUIET]
+    first, second = tmp_path / "first", tmp_path / "second"
+    run_module("segsweep.train", *command, f"hydra.run.dir={first}")
+    (cache_file,) = cache.glob("*.json")
+    content = json.loads(cache_file.read_text())
+    for entry in content["pairs"].values():
+        if tamper == "counts":
+            entry[3] = [1] * (len(NAMES) - 1) + [10**6]
+        else:
+            entry[3] = {"sky": 5}
+    cache_file.write_text(json.dumps(content))
+    result = run_module("segsweep.train", *command, f"hydra.run.dir={second}")
+    assert "scanning again" in result.stdout + result.stderr
+    assert read_metrics(second)["class_weights"] == read_metrics(first)["class_weights"]
+    assert read_metrics(second)["classes"]["train_pixels"] == read_metrics(first)["classes"]["train_pixels"]
 
 
 @pytest.mark.slow

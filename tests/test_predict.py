@@ -1,7 +1,9 @@
 """segsweep-predict: sliding-window masks and overlays for files, folders and generated scenes; bad inputs."""
 
 import json
+import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -88,8 +90,11 @@ def test_a_generated_scene_by_sliding_window(fast_run, tmp_path):
 
 
 def test_a_folder_of_rgba_greyscale_and_jpeg_images(fast_run, images, tmp_path):
-    out = tmp_path / "pred"
-    result = predict(f"ckpt_path={fast_run / 'checkpoints' / 'best.ckpt'}", f"input={images}", f"hydra.run.dir={out}")
+    out, folder = tmp_path / "pred", tmp_path / "images"
+    shutil.copytree(images, folder)
+    (folder / "scans.png").mkdir()  # not regular files, image suffix or not: skipped, and said so
+    os.mkfifo(folder / "pipe.png")
+    result = predict(f"ckpt_path={fast_run / 'checkpoints' / 'best.ckpt'}", f"input={folder}", f"hydra.run.dir={out}")
     report = json.loads((out / "predictions.json").read_text())
     entries = report["predictions"]
     assert [Path(entry["input"]).name for entry in entries] == ["a_rgba.png", "b_grey.png", "c_photo.jpg"]  # sorted
@@ -101,7 +106,7 @@ def test_a_folder_of_rgba_greyscale_and_jpeg_images(fast_run, images, tmp_path):
         assert "mIoU" not in entry  # no ground truth for files
     log = result.stdout + result.stderr
     assert "a_rgba.png: RGBA image converted to RGB" in log and "b_grey.png: L image converted to RGB" in log
-    assert "skipped 1 files without an image suffix" in log and not error_lines(result)
+    assert "skipped 3 entries that are not image files (notes.txt, pipe.png, scans.png)" in log and not error_lines(result)
 
 
 def test_bad_images_fail_alone_and_are_named(fast_run, images, bad_files, tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from segsweep.export_scenes import export
 from segsweep.runs.checkpoint import CheckpointError, load_checkpoint
 from segsweep.runs.manifest import manifest as run_manifest
 
@@ -104,10 +105,21 @@ REPEAT_FACTOR = [
 ]
 
 
+# DataLoader workers draw their first indices as soon as Lightning creates the epoch's iterator, before set_epoch.
+SCENE_WORKERS = ["data.num_workers=2"]
+FOLDER_WORKERS = ["data=folder", "data.crop_size=32", "data.batch_size=4", "data.num_workers=2"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sampler_overrides", [[], REPEAT_FACTOR], ids=["uniform", "repeat_factor"])
+@pytest.mark.parametrize(
+    "sampler_overrides",
+    [[], REPEAT_FACTOR, SCENE_WORKERS, FOLDER_WORKERS],
+    ids=["uniform", "repeat_factor", "scenes_workers", "folder_workers"],
+)
 def test_a_run_killed_mid_epoch_resumes_to_identical_weights_and_metrics(tmp_path, sampler_overrides):
     small = [*SMALL, *sampler_overrides]
+    if "data=folder" in sampler_overrides:
+        small += [f"data.root={export(tmp_path / 'folder', {'train': 64, 'val': 8, 'test': 8}, 48, seed=0)}"]
     uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
     run_module("segsweep.train", *small, f"hydra.run.dir={uninterrupted}")
 

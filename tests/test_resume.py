@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +19,7 @@ from segsweep.app.rundir import has_run_records
 from segsweep.runs.callbacks.metrics_file import MetricsFile
 from segsweep.runs.record import failed_record, record_path, write_record
 
-from .helpers.commands import error_lines, run_module
+from .helpers.commands import REPO_ROOT, error_lines, run_module
 from .helpers.outputs import read_metrics
 
 # The run's own overrides: none of them is a default, so a resume that fell back to the defaults would show.
@@ -138,8 +142,8 @@ def test_a_run_stopped_by_ctrl_c_in_its_test_is_recorded_failed_with_its_results
     run_dir = tmp_path / "run"
 
     def fit_then_interrupted_test(cfg, datamodule, resume_overrides):
-        completed = {**failed_record({"seed": 1}, ""), "status": "completed", "error": None, "history": [{"epoch": 0}]}
-        write_record(record_path(run_dir), completed)  # as MetricsFile writes it when the fit ends
+        fitted = {**failed_record({"seed": 1}, ""), "status": "fitted", "error": None, "history": [{"epoch": 0}]}
+        write_record(record_path(run_dir), fitted)  # as MetricsFile writes it when the fit ends
         try:
             raise KeyboardInterrupt
         except KeyboardInterrupt:
@@ -161,6 +165,62 @@ def test_a_sweep_sent_again_into_its_dir_skips_its_completed_jobs(tmp_path):
     result = run_module("segsweep.train", *command)
     assert "skipped, already completed" in result.stdout + result.stderr
     assert read_metrics(job) == before
+
+
+def test_a_run_terminated_by_sigterm_exits_143_and_records_why(tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "segsweep.train", *ORIGINAL, "trainer.max_epochs=50", f"hydra.run.dir={run}"]
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+    )
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoints" / "last.ckpt").is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.terminate()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-2000:]  # a scheduler sees the job did not succeed
+    record = read_metrics(run)
+    assert record["status"] == "failed" and record["error"] == "SIGTERMException: terminated by SIGTERM"
+    assert record["history"]  # what it trained before the signal is kept
+
+
+def untested_record(sweep: Path) -> Path | None:
+    """A job whose metrics.json was written at the end of its fit and not yet by its test."""
+    for path in sweep.glob("*/metrics.json"):
+        try:
+            if not json.loads(path.read_text())["test"]:
+                return path.parent
+        except (OSError, ValueError, KeyError):
+            continue  # not written yet
+    return None
+
+
+@pytest.mark.slow
+def test_a_sweep_job_killed_during_its_test_is_finished_by_running_the_sweep_again(tmp_path):
+    sweep = tmp_path / "sweep"
+    # a test split large enough that the kill lands in it
+    command = ["-m", *ORIGINAL, "data.test_size=256", "trainer.limit_test_batches=null", "seed=1", f"hydra.sweep.dir={sweep}"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "segsweep.train", *command],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while untested_record(sweep) is None and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.kill()
+    assert process.wait() == -signal.SIGKILL
+    job = untested_record(sweep)
+    assert job is not None and read_metrics(job)["status"] != "completed"  # completed means tested
+
+    result = run_module("segsweep.train", *command)
+    assert "skipped, already completed" not in result.stdout + result.stderr
+    record = read_metrics(job)
+    assert record["status"] == "completed" and 0 < record["test"]["test/mIoU"] <= 1
+    assert [entry["epoch"] for entry in record["history"]] == [0, 1]  # finished, not trained again
+    assert "None: every job finished." in (sweep / "report.md").read_text()
 
 
 def test_records_cut_short_by_a_kill_are_not_a_run_to_continue(tmp_path):

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from hydra.core.utils import JobReturn, JobStatus
@@ -21,7 +22,7 @@ from segsweep.report import build_report, main
 from segsweep.sweep.jobs import BASIC_SWEEPER, find_jobs
 
 from .helpers.commands import REPO_ROOT, run_module
-from .helpers.outputs import fake_job, job_dirs, read_metrics
+from .helpers.outputs import CLASSES, fake_job, job_dirs, read_metrics
 
 FAST = ["debug=fast"]
 
@@ -60,6 +61,97 @@ def test_metrics_json_of_the_wrong_shape_is_listed_unreadable_and_the_rest_repor
     }
     for name, reason in expected.items():
         assert f"- `{name}`: metrics.json unreadable ({reason})" in text, name
+
+
+def _counts_file(job_dir: Path, **arrays) -> None:
+    names = np.array(CLASSES)
+    intersection = np.ones((3, len(CLASSES)), dtype=np.int64)
+    np.savez(
+        job_dir / "test_image_counts.npz", **{"classes": names, "intersection": intersection, "union": intersection * 2, **arrays}
+    )
+
+
+def _craft(job_dir: Path, case: str) -> None:
+    """One crafted or damaged file in a finished job's dir."""
+    record_file, overrides_file = job_dir / "metrics.json", job_dir / ".hydra" / "overrides.yaml"
+    record = json.loads(record_file.read_text())
+    if case == "infinite test mIoU":
+        record_file.write_text(record_file.read_text().replace('"test/mIoU": 0.5', '"test/mIoU": Infinity'))
+    elif case == "infinite history":
+        record_file.write_text(json.dumps({**record, "history": [{"epoch": 0, "val/mIoU": math.inf}]}))
+    elif case == "deep JSON":
+        record_file.write_text("[" * 100_000 + "]" * 100_000)
+    elif case == "class names a number":
+        record_file.write_text(json.dumps({**record, "classes": {"names": 5}}))
+    elif case == "overrides not UTF-8":
+        overrides_file.write_bytes(b"- seed=\xff\xfe\n")
+    elif case == "overrides a number":
+        overrides_file.write_text("42\n")
+    elif case == "overrides a mapping":
+        overrides_file.write_text("seed: 1\nloss: dice\n")
+    elif case == "counts not an archive":
+        (job_dir / "test_image_counts.npz").write_bytes(b"garbage")
+    elif case == "counts of objects":
+        _counts_file(job_dir, intersection=np.array([[1, None]], dtype=object))
+    elif case == "negative counts":
+        _counts_file(job_dir, union=-np.ones((3, len(CLASSES)), dtype=np.int64))
+    elif case == "NaN counts":
+        _counts_file(job_dir, union=np.full((3, len(CLASSES)), np.nan))
+    elif case == "counts of the wrong shape":
+        _counts_file(job_dir, intersection=np.ones((3, 2), dtype=np.int64), union=np.ones((3, 2), dtype=np.int64))
+    else:
+        raise AssertionError(case)
+
+
+CRAFTED = {
+    "infinite test mIoU": "metrics.json unreadable (test.test/mIoU must be finite, got inf)",
+    "infinite history": "metrics.json unreadable (history[0].val/mIoU must be finite, got inf)",
+    "deep JSON": "metrics.json unreadable (unreadable (nested too deep))",
+    "class names a number": "metrics.json unreadable (classes.names must be a non-empty list of names, got 5)",
+    "overrides not UTF-8": ".hydra/overrides.yaml unreadable (UnicodeDecodeError)",
+    "overrides a number": ".hydra/overrides.yaml: expected a list of overrides, got int",
+    "overrides a mapping": ".hydra/overrides.yaml: expected a list of overrides, got dict",
+    "counts not an archive": "test_image_counts.npz unreadable",
+    "counts of objects": "test_image_counts.npz unreadable (ValueError)",
+    "negative counts": "test_image_counts.npz: union holds negative counts",
+    "NaN counts": "test_image_counts.npz: union must be integer counts of shape [images, 4]",
+    "counts of the wrong shape": "test_image_counts.npz: intersection must be integer counts of shape [images, 4]",
+}
+
+
+def test_segsweep_report_lists_crafted_job_files_with_the_reason(tmp_path):
+    for seed in (1, 2):
+        fake_job(tmp_path / f"seed={seed}", [f"seed={seed}"], 0.5 + 0.1 * seed, [0.5])
+        _counts_file(tmp_path / f"seed={seed}")
+    for number, case in enumerate(CRAFTED, start=3):
+        fake_job(tmp_path / f"seed={number}", [f"seed={number}"], 0.5, [0.5])
+        _craft(tmp_path / f"seed={number}", case)
+    (tmp_path / "multirun.yaml").write_bytes(b"hydra: \xff\n")  # not UTF-8: the jobs that exist are reported
+
+    result = run_module("segsweep.report", str(tmp_path), "--no-plots", timeout=120)
+    text = (tmp_path / "report.md").read_text()
+    for number, (case, reason) in enumerate(CRAFTED.items(), start=3):
+        assert f"- `seed={number}`: {reason}" in text, (case, result.stdout[-3000:], result.stderr[-3000:])
+    report = build_report(tmp_path, plots=False)
+    (group,) = report.groups
+    assert [job.name for job in group.finished] == ["seed=1", "seed=2"]
+
+
+def test_segsweep_report_removes_the_temp_file_of_a_report_killed_mid_write(tmp_path):
+    fake_job(tmp_path / "seed=1", ["seed=1"], 0.5, [0.5])
+    orphan = tmp_path / ".curves.png.k1ll3d.tmp"
+    orphan.write_bytes(b"half a png")
+    run_module("segsweep.report", str(tmp_path), "--no-plots", timeout=120)
+    assert not orphan.exists() and (tmp_path / "report.md").is_file()
+
+
+def test_a_sweep_of_a_hundred_million_jobs_in_multirun_yaml_is_not_expanded(tmp_path):
+    write_multirun_yaml(tmp_path, ["seed=range(0,100000000)", "debug=fast"])
+    fake_job(tmp_path / "seed=0", ["seed=0"], 0.5, [0.5])
+    started = time.monotonic()
+    result = run_module("segsweep.report", str(tmp_path), "--no-plots", timeout=120)
+    assert time.monotonic() - started < 60
+    assert "sweeps more than 10000 jobs; those that never started are not listed" in result.stdout + result.stderr
 
 
 # ---------------------------------------------------------------- jobs that never started

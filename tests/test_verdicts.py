@@ -15,7 +15,7 @@ import yaml
 
 from segsweep.models.image_counts import ImageIntersectionUnion
 from segsweep.models.metrics import confusion_matrix, iou_from_confusion
-from segsweep.runs.image_counts import read_image_counts, write_image_counts
+from segsweep.runs.image_counts import ImageCountsError, read_image_counts, write_image_counts
 from segsweep.sweep.adaptive import Design, check_stages, next_groups, read_design, write_design
 from segsweep.sweep.intervals import SeedResult, group_estimate, mean_band, metric_and_influence, paired_estimate
 from segsweep.sweep.simulation import REGIMES, simulate_counts
@@ -50,6 +50,9 @@ def test_image_counts_file_round_trip(tmp_path):
     assert counts["classes"] == CLASSES
     assert (counts["union"] == intersection + 5).all()
     (tmp_path / "test_image_counts.npz").write_bytes(b"not a zip")
+    with pytest.raises(ImageCountsError, match="unreadable"):
+        read_image_counts(tmp_path)
+    (tmp_path / "test_image_counts.npz").unlink()
     assert read_image_counts(tmp_path) is None
 
 

@@ -45,7 +45,7 @@ register_resolvers()
 
 
 def data_config(saved: DictConfig, overrides: DictConfig | None) -> DictConfig:
-    """The checkpoint's data config with every non-null key of ``overrides`` merged in."""
+    """The checkpoint's data config with every non-null key of ``overrides`` merged in; its ``cache_dir`` is not used."""
     changes = OmegaConf.to_container(overrides, resolve=True) if overrides is not None else {}
 
     def prune(node: Any) -> Any:
@@ -57,6 +57,8 @@ def data_config(saved: DictConfig, overrides: DictConfig | None) -> DictConfig:
     changes = prune(changes)
     for key, value in changes.items():
         log.info("data.%s=%s (checkpoint: %s)", key, value, saved.get(key))
+    if "cache_dir" in saved:  # a checkpoint's path could point anywhere: the scan goes to this user's cache, or data.cache_dir
+        saved = OmegaConf.merge(saved, {"cache_dir": None})
     return OmegaConf.merge(saved, changes)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from segsweep.runs.files import write_text_atomic
+from segsweep.runs.files import remove_orphan_temps, write_text_atomic
 from segsweep.sweep import plots
 from segsweep.sweep.groups import Report
 from segsweep.sweep.imbalance import rarity_curves
@@ -162,6 +162,8 @@ def prediction_columns(runs: Mapping[str, Path], num_images: int) -> tuple[dict[
 
 def write_report(report: Report, num_images: int = 4, plots: bool = True) -> Report:
     """Draw the plots (unless ``plots`` is False), then write report.md (a search's top trials too), report.csv atomically."""
+    for orphan in remove_orphan_temps(report.sweep_dir):  # left by a report killed mid-write; no job writes here
+        log.info("removed %s, left by an interrupted write", orphan)
     search = read_search(report)
     if plots:
         _plots(report, num_images, search)

@@ -11,7 +11,8 @@ What a training command does to its run dir (``training_command``):
 - **skip**: the same in a multirun (a sweep sent again into its own dir): the completed job is skipped and returns
   its recorded metric;
 - **record a failure**: a failure after the work began is recorded in metrics.json, then raised with its traceback;
-  in a multirun it is logged and the job returns NaN, so that the sweep goes on and its report says why.
+  in a multirun it is logged and the job returns NaN, so that the sweep goes on and its report says why; a SIGTERM
+  is recorded as "terminated by SIGTERM" and ends the command with exit code 143.
 
 A failure is recorded by this handler. Before it, the ``MetricsFile`` callback has written a failing fit's history
 into the run's record, unless that record is completed; ``runs/record.py``'s rules let the two meet without marking
@@ -35,18 +36,21 @@ from typing import NoReturn, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from segsweep.app.launch import in_multirun
 from segsweep.app.resume import continue_config, resume_selected
 from segsweep.app.rundir import discard_rejected, is_later_command
 from segsweep.app.validation import validate
 from segsweep.data.contract import SegmentationData
+from segsweep.runs.callbacks.metrics_file import failure_text
 from segsweep.runs.cli import USER_ERRORS, one_line
 from segsweep.runs.console import route_to_run_log
 from segsweep.runs.record import completed_record, mark_failed, record_path, recorded_value
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+SIGTERM_EXIT = 128 + 15  # the shell's convention for a process ended by SIGTERM
 # fit and test: (the config it trains with, its datamodule, the overrides a continued run applied) -> final metrics
 Work = Callable[[DictConfig, SegmentationData, list[str] | None], dict[str, float]]
 
@@ -73,7 +77,9 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, SegmentationDa
         continued = continue_config(cfg, run_dir, overrides)
         if continued is not None:
             cfg, applied = continued
-    return cfg, validate(cfg), applied
+    datamodule = validate(cfg)
+    datamodule.setup("fit")  # a folder's files are checked here (bad data: one line, no run dir left behind)
+    return cfg, datamodule, applied
 
 
 def training_command(cfg: DictConfig, work: Work) -> float | None:
@@ -100,6 +106,11 @@ def training_command(cfg: DictConfig, work: Work) -> float | None:
             raise
         log.exception("job failed: %s", error)
         return math.nan
+    except SIGTERMException as error:
+        # Lightning stops at the next batch with a SystemExit without a code, which schedulers would read as success
+        record_failure(run_dir, cfg, error, own_run=not completed_before)
+        log.error("train failed: terminated by SIGTERM")
+        raise SystemExit(SIGTERM_EXIT) from None
     except SystemExit as error:
         # Lightning ends a fit or test stopped by Ctrl-C with exit code 1, after its callbacks saw the interrupt
         if isinstance(error.__context__, KeyboardInterrupt):
@@ -115,7 +126,7 @@ def record_failure(run_dir: Path, cfg: DictConfig, error: BaseException, own_run
     if int(os.environ.get("RANK", "0")) != 0:
         return
     config = OmegaConf.to_container(cfg, resolve=False)
-    mark_failed(record_path(run_dir), config, f"{type(error).__name__}: {error}", own_run=own_run)
+    mark_failed(record_path(run_dir), config, failure_text(error), own_run=own_run)
 
 
 def _refuse(run_dir: Path, cfg: DictConfig, error: BaseException) -> float:

@@ -62,7 +62,8 @@ def collect_sources(inputs: Any, count: int, failures: list[dict[str, Any]]) -> 
         if path.is_dir():
             images, skipped = list_images(path)
             if skipped:
-                log.info("%s: skipped %d files without an image suffix (e.g. %s)", path, len(skipped), skipped[0].name)
+                names = ", ".join(entry.name for entry in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+                log.info("%s: skipped %d entries that are not image files (%s)", path, len(skipped), names)
             if not images:
                 failures.append({"input": str(path), "status": "failed", "error": f"{path}: folder has no image files"})
             sources.extend(Source(name="", path=image) for image in images)

@@ -184,6 +184,11 @@ class FolderDataModule(DerivedStatistics, pl.LightningDataModule):
             log.info("%s", note)
         if self.test_is_val and self.layout is None:  # a layout's notes say which split tests
             log.info("%s: no test/ split: the test stage uses the val split (%d images)", self.root, len(pairs["val"]))
+        if not int(self.class_pixel_counts.sum()):
+            raise FolderDataError(
+                f"{self.root / 'train' / 'masks'}: every pixel of every train mask is void "
+                f"(ignore_index {self.classes.ignore_index}): nothing to train on"
+            )
         sizes = [stats[pair.name][:2] for pair in pairs["train"]]
         smaller = sum(1 for height, width in sizes if height < self.crop_size or width < self.crop_size)
         if smaller:
@@ -246,16 +251,13 @@ class FolderDataModule(DerivedStatistics, pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
-        trainer = self.trainer
-        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = train_sampler(
             self.sampler,
             len(self.splits["train"]),
             self.order_seed,
             lambda: self.class_presence,
             self.repeat_threshold,
-            num_replicas=replicas,
-            rank=rank,
+            self.trainer,
         )
         return self._loader("train", self.batch_size, sampler)
 

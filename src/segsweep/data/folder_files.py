@@ -7,7 +7,6 @@ access (in DataLoader workers).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -28,12 +27,10 @@ from torch.utils.data import Dataset
 from segsweep.data.augment import Augment
 from segsweep.data.folder_classes import FolderClasses, FolderDataError, MaskReader, quiet_image_reads
 from segsweep.data.images import IMAGE_SUFFIXES, ImageError, read_image
+from segsweep.data.scan_cache import SCAN_VERSION, read_scan, write_scan
 from segsweep.inference import to_unit_float
-from segsweep.runs.files import write_json_atomic
 
 log = logging.getLogger(__name__)
-
-_SCAN_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -64,6 +61,9 @@ def _files(folder: Path) -> dict[str, Path]:
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
+        if any("\udc80" <= char <= "\udcff" for char in path.name):  # bytes that are not UTF-8, as Python decodes them
+            shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+            raise FolderDataError(f"{shown}: file name is not valid UTF-8: rename it")
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             log.info("%s: skipped, not an image file suffix (%s)", path, ", ".join(IMAGE_SUFFIXES))
             continue
@@ -139,7 +139,7 @@ def default_cache_dir() -> Path:
 
 def scan_key(spec: FolderClasses, pairs: Sequence[Pair]) -> str:
     """A hash of classes.yaml and every file's path, size and mtime: equal keys mean the scan still holds."""
-    digest = hashlib.sha256(f"segsweep-folder-scan-{_SCAN_VERSION}\n".encode() + spec.text + b"\n")
+    digest = hashlib.sha256(f"segsweep-folder-scan-{SCAN_VERSION}\n".encode() + spec.text + b"\n")
     for pair in pairs:
         for path in (pair.image, *pair.channels, pair.mask):
             stat = path.stat()
@@ -151,14 +151,10 @@ def scan(pairs: Sequence[Pair], spec: FolderClasses, cache_dir: Path | None, wor
     """Per pair (by name): [height, width, image mode, class pixel counts]; checked and counted once, then cached."""
     reader = MaskReader(spec)
     cache_file = (cache_dir or default_cache_dir()) / f"{scan_key(spec, pairs)}.json"
-    if cache_file.is_file():
-        try:
-            cached = json.loads(cache_file.read_text())
-            if cached.get("version") == _SCAN_VERSION and set(cached["pairs"]) >= {pair.name for pair in pairs}:
-                log.info("%s: %d image/mask pairs checked before (cache %s)", root, len(pairs), cache_file)
-                return cached["pairs"]
-        except (OSError, ValueError, KeyError, TypeError):
-            log.warning("%s: unreadable scan cache, scanning again", cache_file)
+    cached = read_scan(cache_file, (pair.name for pair in pairs), reader.num_classes)
+    if cached is not None:
+        log.info("%s: %d image/mask pairs checked before (cache %s)", root, len(pairs), cache_file)
+        return cached
     log.info(
         "%s: checking %d image/mask pairs and counting class pixels (once; cached in %s)", root, len(pairs), cache_file.parent
     )
@@ -189,10 +185,7 @@ def scan(pairs: Sequence[Pair], spec: FolderClasses, cache_dir: Path | None, wor
     modes = sorted({value[2] for value in results.values()} - {"RGB"})
     if modes:
         log.info("%s: images of mode %s are converted to RGB", root, ", ".join(modes))
-    try:
-        write_json_atomic(cache_file, {"version": _SCAN_VERSION, "root": str(root), "pairs": results})
-    except OSError as error:
-        log.warning("%s: scan not cached (%s); the next run scans again", cache_file, error.strerror or error)
+    write_scan(cache_file, root, results)
     return results
 
 

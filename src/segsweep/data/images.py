@@ -27,12 +27,13 @@ class ImageError(ValueError):
 
 
 def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Image files of ``folder`` (sorted by name) and the other, skipped files; hidden files are ignored."""
+    """Image files of ``folder`` (sorted by name) and the other, skipped entries (other suffixes, and what is not a
+    regular file: folders, pipes, devices, broken links); hidden entries are ignored."""
     images, skipped = [], []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith("."):
             continue
-        (images if path.suffix.lower() in IMAGE_SUFFIXES else skipped).append(path)
+        (images if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES else skipped).append(path)
     return images, skipped
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -115,18 +116,29 @@ class RepeatFactorSampler(EpochSeededSampler):
         return (order * cycles)[: self.epoch_length]
 
 
+def fit_epoch(trainer: Any) -> int:
+    """The epoch a trainer's fit starts (or resumes) at: the one Lightning passes to ``set_epoch`` before it."""
+    return 0 if trainer is None else trainer.fit_loop.epoch_progress.current.processed
+
+
 def train_sampler(
     sampler: str,
     size: int,
     seed: int,
     class_presence: Callable[[], Tensor],
     repeat_threshold: float,
-    num_replicas: int = 1,
-    rank: int = 0,
+    trainer: Any = None,
 ) -> EpochSeededSampler:
-    """The training sampler ``data.sampler`` names; ``class_presence`` (bool [images, classes]) is read only if needed."""
+    """The training sampler ``data.sampler`` names, dealing to the trainer's ranks and set to the epoch its fit starts
+    at; ``class_presence`` (bool [images, classes]) is read only if needed."""
+    replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
     if sampler == "uniform":
-        return EpochSeededSampler(size, seed, num_replicas=num_replicas, rank=rank)
-    if sampler == "repeat_factor":
-        return RepeatFactorSampler(repeat_factors(class_presence(), repeat_threshold), seed, num_replicas=num_replicas, rank=rank)
-    raise ValueError(f"data.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        chosen = EpochSeededSampler(size, seed, num_replicas=replicas, rank=rank)
+    elif sampler == "repeat_factor":
+        chosen = RepeatFactorSampler(repeat_factors(class_presence(), repeat_threshold), seed, num_replicas=replicas, rank=rank)
+    else:
+        raise ValueError(f"data.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    # Lightning creates the epoch's iterator before its set_epoch, and DataLoader workers draw their first indices
+    # from it at once: a resumed fit would start on epoch 0's order unless the sampler is already at its epoch.
+    chosen.set_epoch(fit_epoch(trainer))
+    return chosen

@@ -147,16 +147,13 @@ class SceneDataModule(DerivedStatistics, pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = train_sampler(
             self.sampler,
             self.split_sizes["train"],
             self.order_seed,
             lambda: self.class_presence,
             self.repeat_threshold,
-            num_replicas=replicas,
-            rank=rank,
+            self.trainer,
         )
         log.info("train sampler %s: %d images per epoch (%d distinct)", self.sampler, sampler.epoch_length, sampler.size)
         return self._loader("train", sampler)

@@ -2,7 +2,8 @@
 
 Schema (every key always present unless marked optional)::
 
-    status        "completed" | "failed"
+    status        "completed" | "fitted" | "failed"   completed: fitted and tested; fitted: written when the fit
+                  ends, before the test (a run killed during its test is not finished, and is continued by a rerun)
     error         str | null          why it failed ("<Type>: <message>")
     config        {...}               the resolved config of the run
     best          {"val/mIoU": float | null, "epoch": int | null}
@@ -32,7 +33,7 @@ from segsweep.runs.files import write_json_atomic
 from segsweep.runs.manifest import now
 
 RECORD_FILE = "metrics.json"
-STATUSES = ("completed", "failed")
+STATUSES = ("completed", "fitted", "failed")
 
 
 class RecordError(ValueError):
@@ -71,7 +72,8 @@ def existing_record(path: str | Path) -> dict[str, Any]:
 
 
 def completed_record(run_dir: str | Path) -> dict[str, Any] | None:
-    """The record of ``run_dir`` if it holds a completed run; None otherwise (none, unreadable, failed)."""
+    """The record of ``run_dir`` if it holds a completed (fitted and tested) run; None otherwise (none, unreadable,
+    fitted only, failed)."""
     record = existing_record(record_path(run_dir))
     return record if record.get("status") == "completed" else None
 
@@ -148,14 +150,15 @@ def mark_failed(path: str | Path, config: dict[str, Any], error: str, own_run: b
         existing = _read_json(path) if path.is_file() else None
     except RecordError:  # unreadable: there are no results to keep
         existing = None
-    if isinstance(existing, dict) and existing.get("status") == "completed":
-        if own_run:
-            write_record(path, {**existing, "status": "failed", "error": error})
-            return
+    status = existing.get("status") if isinstance(existing, dict) else None
+    if status == "fitted" or (status == "completed" and own_run):
+        write_record(path, {**existing, "status": "failed", "error": error})
+        return
+    if status == "completed":
         attempt = {"time": now(), "error": error, "command": [Path(sys.argv[0]).name, *sys.argv[1:]]}
         write_record(path, {**existing, "failed_attempts": [*existing.get("failed_attempts", []), attempt]})
         return
-    if isinstance(existing, dict) and existing.get("status") == "failed":
+    if status == "failed":
         return
     write_record(path, failed_record(config, error))
 
@@ -163,6 +166,8 @@ def mark_failed(path: str | Path, config: dict[str, Any], error: str, own_run: b
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
+    except RecursionError:  # json nests as deep as the file does
+        raise RecordError(f"{path}: unreadable (nested too deep)") from None
     except (OSError, ValueError) as error:
         raise RecordError(f"{path}: unreadable ({type(error).__name__}: {error})") from None
 
@@ -177,6 +182,19 @@ def _check_numbers(path: Path, key: str, mapping: Any, allow_null: bool = False)
     for name, value in mapping.items():
         if not (_is_number(value) or (allow_null and value is None)):
             raise RecordError(f"{path}: {key}.{name} must be a number, got {value!r}")
+        if _is_number(value) and math.isinf(value):  # NaN is a diverged run's honest value, infinity never a metric
+            raise RecordError(f"{path}: {key}.{name} must be finite, got {value!r}")
+
+
+def _check_classes(path: Path, classes: Any) -> None:
+    if not isinstance(classes, dict):
+        raise RecordError(f"{path}: classes must be an object, got {type(classes).__name__}")
+    names = classes.get("names")
+    if not (isinstance(names, list) and names and all(isinstance(name, str) for name in names)):
+        raise RecordError(f"{path}: classes.names must be a non-empty list of names, got {names!r}")
+    for key in ("train_pixels", "colors"):
+        if key in classes and not (isinstance(classes[key], list) and len(classes[key]) == len(names)):
+            raise RecordError(f"{path}: classes.{key} must be a list of {len(names)} (one per class), got {classes[key]!r}")
 
 
 def load_record(path: str | Path) -> dict[str, Any]:
@@ -194,6 +212,8 @@ def load_record(path: str | Path) -> dict[str, Any]:
         raise RecordError(f"{path}: history must be a list, got {type(history).__name__}")
     for position, entry in enumerate(history):
         _check_numbers(path, f"history[{position}]", entry)
+    if "classes" in record:
+        _check_classes(path, record["classes"])
     return record
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +15,16 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from segsweep.runs.image_counts import ImageCountsError, read_image_counts
 from segsweep.runs.record import RecordError, load_record, record_path
 
+log = logging.getLogger(__name__)
 SEED_KEY = "seed"
 FOLD_KEY = "data.fold"
 # what a group pools over: runs differing only in these replicate one setting (a k-fold sweep's fold beside the seed)
 REPLICATE_KEYS = (SEED_KEY, FOLD_KEY)
+# a grid this large is a crafted or mistyped multirun.yaml (range(0,100000000)): expanding it takes minutes and GBs
+MAX_EXPECTED_JOBS = 10_000
 MULTIRUN_FILE = "multirun.yaml"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 _OVERRIDE = re.compile(r"^(?P<prefix>~|\+\+|\+)?(?P<key>[^=]+)(?:=(?P<value>.*))?$", re.DOTALL)
@@ -36,6 +42,8 @@ class Job:
     metrics: dict[str, Any] | None
     # why the job did not finish; None when it completed with test metrics
     error: str | None = None
+    # the per-test-image counts (runs/image_counts.py), checked; None when the run has none
+    image_counts: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
@@ -70,10 +78,13 @@ def read_job(path: Path, name: str) -> Job:
     job = Job(name=name, path=path, overrides={}, metrics=None)
     try:
         overrides = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
-        job.overrides = dict(parse_override(str(item)) for item in overrides)
-    except (OSError, yaml.YAMLError) as error:
+    except (OSError, ValueError, yaml.YAMLError) as error:  # ValueError: not UTF-8
         job.error = f".hydra/overrides.yaml unreadable ({type(error).__name__})"
         return job
+    if not (isinstance(overrides, list) and all(isinstance(item, str) for item in overrides)):
+        job.error = f".hydra/overrides.yaml: expected a list of overrides, got {type(overrides).__name__}"
+        return job
+    job.overrides = dict(parse_override(item) for item in overrides)
     path_of_record = record_path(path)
     if not path_of_record.is_file():
         job.error = "no metrics.json (killed, or still running)"
@@ -84,10 +95,17 @@ def read_job(path: Path, name: str) -> Job:
         job.error = f"metrics.json unreadable ({str(error).removeprefix(f'{path_of_record}: ')})"
         return job
     status = job.metrics.get("status")
-    if status != "completed":
+    if status == "fitted":
+        job.error = "no test metrics (killed before or during testing)"
+    elif status != "completed":
         job.error = f"{status}: {job.metrics.get('error') or 'no error recorded'}"
     elif not isinstance((job.metrics.get("test") or {}).get("test/mIoU"), (int, float)):
         job.error = "no test metrics (killed before or during testing)"
+    else:
+        try:
+            job.image_counts = read_image_counts(path)
+        except ImageCountsError as error:
+            job.error = str(error)
     return job
 
 
@@ -105,7 +123,15 @@ def expected_jobs(sweep_dir: Path) -> list[tuple[str, list[str]]]:
             return []
         params = [f"{key}={value}" for key, value in (hydra.sweeper.get("params") or {}).items()]
         parser = OverridesParser.create()
-        batches = BasicSweeper.split_arguments(parser.parse_overrides([*params, *hydra.overrides.task]), None)
+        parsed = parser.parse_overrides([*params, *hydra.overrides.task])
+        if _sweep_size(parsed) > MAX_EXPECTED_JOBS:
+            log.warning(
+                "%s: sweeps more than %d jobs; those that never started are not listed",
+                sweep_dir / MULTIRUN_FILE,
+                MAX_EXPECTED_JOBS,
+            )
+            return []
+        batches = BasicSweeper.split_arguments(parsed, None)
         naming = hydra.job.config.override_dirname
         return [
             # named as conf/hydra/default.yaml's hydra.sweep.subdir names a job dir: its overrides, else its number
@@ -116,8 +142,19 @@ def expected_jobs(sweep_dir: Path) -> list[tuple[str, list[str]]]:
             )
             for number, job in enumerate(batches[0])
         ]
-    except (OSError, yaml.YAMLError, OmegaConfBaseException, HydraException, AttributeError, TypeError):
+    except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException, HydraException, AttributeError, TypeError):
         return []  # the report of the jobs that exist, rather than none
+
+
+def _sweep_size(overrides: Sequence[Any]) -> int:
+    """How many jobs the parsed overrides sweep, counted only up to just past ``MAX_EXPECTED_JOBS``."""
+    size = 1
+    for override in overrides:
+        if override.is_sweep_override():
+            size *= sum(1 for _ in islice(override.sweep_iterator(), MAX_EXPECTED_JOBS + 1))
+        if size > MAX_EXPECTED_JOBS:
+            break
+    return size
 
 
 def never_started(sweep_dir: Path, jobs: Sequence[Job]) -> list[Job]:

@@ -92,7 +92,7 @@ def _sweep_config(sweep_dir: Path, jobs: Sequence[Job]) -> tuple[DictConfig | No
             hydra = OmegaConf.load(hydra_file)
             config = hydra if config_file == hydra_file else OmegaConf.load(config_file)
             sweeper, metric = OmegaConf.select(hydra, "hydra.sweeper"), OmegaConf.select(config, "optimized_metric")
-        except (OSError, yaml.YAMLError, OmegaConfBaseException):
+        except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException):  # ValueError: not UTF-8
             continue
         return sweeper if isinstance(sweeper, DictConfig) else None, None if metric is None else str(metric)
     return None, None

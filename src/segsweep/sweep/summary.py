@@ -9,7 +9,6 @@ from pathlib import Path
 
 import yaml
 
-from segsweep.runs.image_counts import read_image_counts
 from segsweep.sweep.adaptive import Design, read_design
 from segsweep.sweep.groups import Group, Report, strata
 from segsweep.sweep.headline import headline
@@ -118,7 +117,7 @@ def _seed_results(group: Group, class_names: Sequence[str], class_index: int | N
     results = {}
     for job in group.finished:
         seed = replicate_of(job)
-        counts = read_image_counts(job.path)
+        counts = job.image_counts
         usable = counts is not None and counts["classes"] == list(class_names)
         results[seed] = SeedResult(
             seed,
@@ -178,7 +177,7 @@ def rerun_command(sweep_dir: Path, seeds: int) -> str | None:
     try:
         recorded = yaml.safe_load((sweep_dir / "multirun.yaml").read_text())
         task = [str(item) for item in recorded["hydra"]["overrides"]["task"]]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):  # ValueError: not UTF-8
         return None
     kept = [item for item in task if parse_override(item)[0] != SEED_KEY and not item.startswith("hydra.sweep.dir=")]
     arguments = [*kept, f"{SEED_KEY}=range(1,{seeds + 1})", f"hydra.sweep.dir={sweep_dir}"]

@@ -6,9 +6,17 @@ import time
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from segsweep.runs.manifest import manifest, with_resume
 from segsweep.runs.record import existing_record, record_path, write_run
+
+
+def failure_text(error: BaseException) -> str:
+    """A failure as the record states it: ``<Type>: <message>``; Lightning's SIGTERMException carries no message."""
+    if isinstance(error, SIGTERMException):
+        return "SIGTERMException: terminated by SIGTERM"
+    return f"{type(error).__name__}: {error}"
 
 
 def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
@@ -102,7 +110,7 @@ class MetricsFile(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._fit_done = True
-        self.write(trainer, pl_module, "completed")
+        self.write(trainer, pl_module, "fitted")  # completed only once tested: a rerun finishes a run killed in between
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.test = _scalars(trainer.callback_metrics, "test/")
@@ -110,7 +118,7 @@ class MetricsFile(pl.Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # the history so far goes into the failed record; a completed record keeps its results (record.write_run)
-        self.write(trainer, pl_module, "failed", f"{type(exception).__name__}: {exception}")
+        self.write(trainer, pl_module, "failed", failure_text(exception))
 
     def state_dict(self) -> dict[str, Any]:
         elapsed = self._elapsed_before + time.perf_counter() - self._started
