@@ -17,7 +17,7 @@ from segsweep.models.image_counts import ImageIntersectionUnion
 from segsweep.models.metrics import confusion_matrix, iou_from_confusion
 from segsweep.runs.image_counts import ImageCountsError, read_image_counts, write_image_counts
 from segsweep.sweep.adaptive import Design, check_stages, next_groups, read_design, write_design
-from segsweep.sweep.intervals import SeedResult, group_estimate, mean_band, metric_and_influence, paired_estimate
+from segsweep.sweep.intervals import SeedResult, group_estimate, metric_and_influence, paired_estimate
 from segsweep.sweep.simulation import REGIMES, simulate_counts
 from segsweep.sweep.summary import summarize
 from segsweep.sweep.tables import to_csv
@@ -125,15 +125,6 @@ def test_the_report_path_gives_the_verdicts_of_the_simulation_rule():
         order = np.argsort(-values[study].mean(axis=-1), kind="stable")
         verdicts = compare_to_best([groups[g] for g in order])
         assert [verdict == "worse" for *_, verdict in verdicts] == list(flags[study, order[1:]])
-
-
-def test_the_mean_band_is_a_t_interval():
-    values = np.array([[0.5, 0.6], [0.7, 0.6], [0.6, 0.6]])
-    low, high = mean_band(values)
-    spread = 0.1 / math.sqrt(3)  # std 0.1 over 3 seeds
-    assert low[0] == pytest.approx(0.6 - 4.302653 * spread, abs=1e-5)
-    assert high[0] == pytest.approx(0.6 + 4.302653 * spread, abs=1e-5)
-    assert low[1] == pytest.approx(0.6)
 
 
 def _job(sweep_dir: Path, loss: str, seed: int, per_image: list[list[float]], test: dict[str, float]) -> None:

@@ -18,7 +18,6 @@ exclude 0, 1 in 4 for equal groups), and resampling seeds and images together co
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,15 +200,3 @@ def paired_estimate(
     b, b_influence = _per_seed([other[seed] for seed in seeds], class_index)
     both = a_influence is not None and b_influence is not None and a_influence.shape == b_influence.shape
     return _estimate(a - b, a_influence - b_influence if both else None, confidence, separate=True)
-
-
-def mean_band(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
-    """The t confidence band of the mean over rows of ``values`` [seeds, points] (NaN where fewer than 2 values)."""
-    count = np.isfinite(values).sum(axis=0)
-    mean = np.nanmean(values, axis=0)
-    # a point with one seed has no spread: NaN by design, so numpy's warnings about it say nothing
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        spread = np.nanstd(values, axis=0, ddof=1) / np.sqrt(count)
-        half = np.where(count > 1, scipy_stats.t.ppf(1 - (1 - confidence) / 2, np.maximum(count - 1, 1)) * spread, np.nan)
-    return mean - half, mean + half
