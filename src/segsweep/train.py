@@ -22,8 +22,10 @@ from segsweep.app.build import build_module, class_weights, instantiate_all
 from segsweep.app.config import CONFIG_DIR, register_resolvers, validate
 from segsweep.app.launch import adapt_to_launcher, group_choices, in_multirun
 from segsweep.app.preflight import checked_command
+from segsweep.app.pruning import trial_pruning, was_pruned
 from segsweep.app.resume import continue_config, resume_selected
 from segsweep.app.rundir import is_later_command, reject
+from segsweep.app.search import objective
 from segsweep.runs.callbacks import MetricsFile
 from segsweep.runs.checkpoint import AtomicCheckpointIO, resolve_checkpoint
 from segsweep.runs.cli import USER_ERRORS, configure_torch, one_line
@@ -97,7 +99,7 @@ def train(cfg: DictConfig, datamodule: Any, resume_overrides: list[str] | None =
     # the model summary counts FLOPs on this input (one image of the training size); without it it reports 0
     size = int(datamodule.image_size)
     module.example_input_array = torch.zeros(1, int(cfg.model.get("in_channels", 3)), size, size)
-    callbacks = instantiate_all(cfg.get("callbacks"))
+    callbacks = [*instantiate_all(cfg.get("callbacks")), *trial_pruning(cfg, run_dir)]
     quiet = in_multirun() and cfg.get("quiet_jobs", True)
     if quiet:  # a multirun prints one line per finished job; the job's progress is in its log (EpochLines)
         callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
@@ -121,8 +123,9 @@ def train(cfg: DictConfig, datamodule: Any, resume_overrides: list[str] | None =
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=fit_checkpoint(cfg))
     has_best = trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path
-    # Lightning's test table prints every float in full: one rounded line instead
-    trainer.test(module, datamodule=datamodule, ckpt_path="best" if has_best else None, verbose=False)
+    if not was_pruned(run_dir):  # a trial its search's pruner stopped (app.pruning) is not tested
+        # Lightning's test table prints every float in full: one rounded line instead
+        trainer.test(module, datamodule=datamodule, ckpt_path="best" if has_best else None, verbose=False)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()} | {
         "val/mIoU_best": float(module.val_miou_best.compute()) if module.val_miou_best.update_called else math.nan
     }
@@ -158,7 +161,7 @@ def _refuse(run_dir: Path, cfg: DictConfig, error: BaseException) -> float:
 @checked_command("train", "train")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Returns ``cfg.optimized_metric`` for hyperparameter sweepers."""
+    """Returns ``cfg.optimized_metric`` (a list of values for a list of metrics) for hyperparameter sweepers."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     route_to_run_log(console=not (in_multirun() and cfg.get("quiet_jobs", True)))
     metric = cfg.get("optimized_metric")
@@ -168,7 +171,7 @@ def main(cfg: DictConfig) -> float | None:
         record = _completed_record(run_dir)
         if in_multirun() and record is not None:  # a sweep run again into its own dir: its finished jobs are kept
             log.warning("skipped, already completed: %s", run_dir)
-            return recorded_value(record, metric) if metric else None
+            return objective(lambda name: recorded_value(record, name), metric)
         return _refuse(run_dir, cfg, error)
     except USER_ERRORS as error:
         return _refuse(run_dir, cfg, error)
@@ -182,7 +185,7 @@ def main(cfg: DictConfig) -> float | None:
         # One failing job must not end the sweep: it is recorded (metrics.json) and reported.
         log.exception("job failed: %s", error)
         return math.nan
-    return metrics.get(metric) if metric else None
+    return objective(metrics.get, metric)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from omegaconf import DictConfig, OmegaConf
 from segsweep import machine
 from segsweep.app.naming import job_dirname, run_suffix
 from segsweep.app.rundir import hydra_records
-from segsweep.app.search import resumable_seed
 from segsweep.app.typecheck import check_types
 from segsweep.data.datamodule import SceneDataModule
 from segsweep.models.module import metric_names
@@ -49,7 +48,6 @@ def register_resolvers() -> None:
         "run_suffix": run_suffix,
         "run_dir": run_dir,
         "deterministic_default": deterministic_default,
-        "resumable_seed": resumable_seed,
     }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):

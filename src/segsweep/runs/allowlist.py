@@ -38,13 +38,19 @@ ALLOWED_TARGETS = frozenset(
         "segsweep.runs.callbacks.TensorBoardHparams",
         "segsweep.runs.console.EpochLines",
         "segsweep.runs.image_counts.ImageCountsFile",
-        # Hydra callbacks and the Optuna sampler of conf/hydra and conf/hparams_search
+        # Hydra callbacks, the Optuna samplers and pruners of conf/hydra and conf/hparams_search
         "segsweep.report.SweepReportCallback",
         "segsweep.app.launch.MakeSweepDir",
         "segsweep.app.launch.JobLine",
         "optuna.samplers.TPESampler",
+        "optuna.samplers.CmaEsSampler",
+        "optuna.samplers.GPSampler",
+        "optuna.samplers.QMCSampler",
+        "optuna.samplers.RandomSampler",
+        "optuna.samplers.GridSampler",
+        "optuna.pruners.MedianPruner",
         "hydra_plugins.segsweep_plugins.adaptive_sweeper.AdaptiveSeedSweeper",
-        "hydra_plugins.segsweep_plugins.optuna_sweeper.FailureTolerantOptunaSweeper",
+        "hydra_plugins.segsweep_plugins.optuna_sweeper.OptunaSweeper",
         "hydra_plugins.segsweep_plugins.parallel_launcher.ParallelLauncher",
     }
 )

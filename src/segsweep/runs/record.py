@@ -2,8 +2,8 @@
 
 Schema (every key always present unless marked optional)::
 
-    status        "completed" | "failed"
-    error         str | null          why it failed ("<Type>: <message>")
+    status        "completed" | "failed" | "pruned"
+    error         str | null          why it failed ("<Type>: <message>"), or when the pruner stopped it
     config        {...}               the resolved config of the run
     best          {"val/mIoU": float | null, "epoch": int | null}
     test          {"test/mIoU": float, "test/iou/<class>": float, ...}   empty until tested
@@ -32,7 +32,7 @@ from segsweep.runs.files import write_json_atomic
 from segsweep.runs.manifest import now
 
 RECORD_FILE = "metrics.json"
-STATUSES = ("completed", "failed")
+STATUSES = ("completed", "failed", "pruned")  # pruned: stopped early by a search's pruner (app.pruning)
 
 
 class RecordError(ValueError):
