@@ -33,6 +33,7 @@ TRIAL_KEY = "SEGSWEEP_TRIAL"
 def open_storage(storage: str | None) -> Any:
     """An Optuna storage from the sweeper's ``storage``: None (in memory), ``journal:<file>`` or an RDB URL."""
     import optuna
+    from sqlalchemy.exc import OperationalError
 
     if storage is None:
         return None
@@ -42,7 +43,12 @@ def open_storage(storage: str | None) -> Any:
         return optuna.storages.JournalStorage(JournalFileBackend(storage.removeprefix(JOURNAL)))
     # sqlite locks the whole file per write: wait for another process's write instead of failing at once
     engine = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite:") else None
-    return optuna.storages.RDBStorage(storage, engine_kwargs=engine)
+    try:
+        return optuna.storages.RDBStorage(storage, engine_kwargs=engine)
+    except OperationalError as error:  # another process created the tables first: they are there now
+        if "already exists" not in str(error):
+            raise
+        return optuna.storages.RDBStorage(storage, engine_kwargs=engine)
 
 
 def allowed_failures(max_failure_rate: float, n_trials: int) -> int:
