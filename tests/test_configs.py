@@ -45,6 +45,8 @@ def test_config_composes_and_instantiates(make_config, group, option, tmp_path):
     overrides = [f"{group}={option}"]
     if option in GPU_ONLY.get(group, ()):
         overrides.append("trainer.accelerator=cpu")  # no GPU here: compose it, build it on the CPU
+    if group == "logger":  # MLflow's local store opens at construction: under tmp, not the repo's outputs/
+        overrides.append(f"paths.log_dir={tmp_path / 'outputs'}")
     if (group, option) == ("data", "folder"):  # data.root is required: a small exported folder dataset
         root = export(tmp_path / "folder", {"train": 4, "val": 2, "test": 2}, 48, seed=0)
         overrides += [f"data.root={root}", "data.crop_size=32"]

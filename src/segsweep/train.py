@@ -26,6 +26,7 @@ from segsweep.app.pruning import trial_pruning, was_pruned
 from segsweep.app.resume import continue_config, resume_selected
 from segsweep.app.rundir import is_later_command, reject
 from segsweep.app.search import objective
+from segsweep.app.tracking import check_loggers
 from segsweep.runs.callbacks import MetricsFile
 from segsweep.runs.checkpoint import AtomicCheckpointIO, resolve_checkpoint
 from segsweep.runs.cli import USER_ERRORS, configure_torch, one_line
@@ -80,6 +81,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Any, list[str] 
         continued = continue_config(cfg, run_dir, overrides)
         if continued is not None:
             cfg, applied = continued
+    check_loggers(cfg)  # a tracker without its package or server: one line before any work
     return cfg, validate(cfg), applied
 
 

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from segsweep import machine
-from segsweep.app.naming import job_dirname, run_suffix
+from segsweep.app.naming import dir_name, job_dirname, run_suffix
 from segsweep.app.rundir import hydra_records
 from segsweep.app.typecheck import check_types
 from segsweep.data.datamodule import SceneDataModule
@@ -46,6 +46,7 @@ def register_resolvers() -> None:
     resolvers = {
         "job_dirname": job_dirname,
         "run_suffix": run_suffix,
+        "dir_name": dir_name,
         "run_dir": run_dir,
         "deterministic_default": deterministic_default,
     }
