@@ -127,13 +127,24 @@ def test_the_report_path_gives_the_verdicts_of_the_simulation_rule():
         assert [verdict == "worse" for *_, verdict in verdicts] == list(flags[study, order[1:]])
 
 
-def _job(sweep_dir: Path, loss: str, seed: int, per_image: list[list[float]], test: dict[str, float]) -> None:
-    """A finished job with per-image counts: per_image[image][class] IoU, 100-pixel unions."""
-    job = sweep_dir / f"loss={loss},seed={seed}"
+def _job(
+    sweep_dir: Path,
+    loss: str,
+    seed: int,
+    per_image: list[list[float]],
+    test: dict[str, float],
+    overrides: list[str] | None = None,
+    pixels: int = 100,
+    train_pixels: list[float] | None = None,
+) -> None:
+    """A finished job with per-image counts: per_image[image][class] IoU, unions of ``pixels``; named by
+    ``overrides`` (default ``loss=<loss>,seed=<seed>``)."""
+    overrides = overrides or [f"loss={loss}", f"seed={seed}"]
+    job = sweep_dir / ",".join(overrides)
     (job / ".hydra").mkdir(parents=True)
-    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"loss={loss}", f"seed={seed}"]))
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     iou = np.asarray(per_image)
-    write_image_counts(job, np.round(iou * 100).astype(np.int64), np.full(iou.shape, 100), CLASSES)
+    write_image_counts(job, np.round(iou * pixels).astype(np.int64), np.full(iou.shape, pixels), CLASSES)
     record = {
         "status": "completed",
         "error": None,
@@ -141,7 +152,12 @@ def _job(sweep_dir: Path, loss: str, seed: int, per_image: list[list[float]], te
         "best": {"val/mIoU": 0.9, "epoch": 1},
         "test": test,
         "history": [{"epoch": 0, "val/mIoU": 0.9, "time_s": 1.0}],
-        "classes": {"names": CLASSES, "colors": [[0, 0, 0]] * 4, "ignore_index": 255, "train_pixels": [50, 40, 30, 5]},
+        "classes": {
+            "names": CLASSES,
+            "colors": [[0, 0, 0]] * 4,
+            "ignore_index": 255,
+            "train_pixels": train_pixels or [50, 40, 30, 5],
+        },
     }
     (job / "metrics.json").write_text(json.dumps(record))
 
@@ -210,25 +226,11 @@ def test_a_two_axis_imbalance_sweep_compares_within_each_rarity_and_draws_imbala
     rare_iou = {("ce", "3pct"): 0.8, ("ce", "0.3pct"): 0.3, ("dice", "3pct"): 0.85, ("dice", "0.3pct"): 0.75}
     for (strategy, level), pedestrian in rare_iou.items():
         for seed in (1, 2):
-            job = tmp_path / f"rarity={level},strategy={strategy},seed={seed}"
-            (job / ".hydra").mkdir(parents=True)
-            (job / ".hydra" / "overrides.yaml").write_text(
-                yaml.safe_dump([f"rarity={level}", f"strategy={strategy}", f"seed={seed}"])
-            )
             iou = np.full((6, 4), 0.95)
             iou[:, 3] = pedestrian + 0.01 * seed
-            write_image_counts(job, np.round(iou * 1000).astype(np.int64), np.full(iou.shape, 1000), CLASSES)
             test = {"test/mIoU": float(iou.mean()), **{f"test/iou/{name}": float(iou[0, i]) for i, name in enumerate(CLASSES)}}
-            record = {
-                "status": "completed",
-                "error": None,
-                "config": {"seed": seed},
-                "best": {"val/mIoU": 0.9, "epoch": 0},
-                "test": test,
-                "history": [{"epoch": 0, "val/mIoU": 0.9, "time_s": 1.0}],
-                "classes": {"names": CLASSES, "colors": [[0, 0, 0]] * 4, "ignore_index": 255, "train_pixels": shares[level]},
-            }
-            (job / "metrics.json").write_text(json.dumps(record))
+            overrides = [f"rarity={level}", f"strategy={strategy}", f"seed={seed}"]
+            _job(tmp_path, strategy, seed, iou.tolist(), test, overrides, pixels=1000, train_pixels=shares[level])
     report = build_report(tmp_path, num_images=0)
     assert report.stratum_key == "rarity"
     verdicts = {group.label: group.verdict for group in report.groups}
