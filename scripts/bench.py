@@ -41,6 +41,7 @@ BENCHMARKS = (
     "memory",
     "folder_memory",
     "folder_loader",
+    "pruning",
     "sweep",
 )
 

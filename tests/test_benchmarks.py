@@ -174,3 +174,13 @@ def test_surface_metrics_times_ours_and_monai_at_each_size():
     lines = bench.load("bench_surface_metrics").lines(result)
     check_lines(lines, 1)
     assert positive(result["sizes"][32]["ours_ms"], result["sizes"][32]["monai_ms"])
+
+
+@pytest.mark.slow
+def test_pruning_runs_the_same_search_pruned_and_unpruned():
+    result = bench.load("bench_pruning").run(quick=True, threads=1)
+    check_lines(bench.load("bench_pruning").lines(result), 2)
+    pruned, unpruned = result["pruned"], result["unpruned"]
+    assert unpruned["completed"] == 4 and unpruned["pruned"] == 0
+    assert pruned["completed"] + pruned["pruned"] == 4  # that the pruner prunes: tests/test_pruning.py
+    assert positive(pruned["wall_s"], unpruned["wall_s"])

@@ -48,6 +48,8 @@ def test_config_composes_and_instantiates(make_config, group, option, tmp_path):
     overrides = [f"{group}={option}"]
     if option in GPU_ONLY.get(group, ()):
         overrides.append("trainer.accelerator=cpu")  # no GPU here: compose it, build it on the CPU
+    if group == "logger":  # MLflow's local store opens at construction: under tmp, not the repo's outputs/
+        overrides.append(f"paths.log_dir={tmp_path / 'outputs'}")
     if (group, option) == ("data", "folder"):  # data.root is required: a small exported folder dataset
         root = export(tmp_path / "folder", {"train": 4, "val": 2, "test": 2}, 48, seed=0)
         overrides += [f"data.root={root}", "data.crop_size=32"]
@@ -87,6 +89,29 @@ def test_optuna_dice_ce_is_optuna_with_its_own_loss_search_space_and_study(make_
     assert set(dice_ce["params"]) == {"optimizer.lr", "loss.terms.dice.weight", "loss.terms.ce.weight"}
     assert dice_ce["study_name"] == "segsweep_dice_ce"
     assert {**dice_ce, "study_name": None, "params": None} == {**focal, "study_name": None, "params": None}
+
+
+SAMPLERS = sorted(path.stem for path in (Path(CONFIG_DIR) / "hydra" / "sweeper" / "sampler").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_composes_with_a_search_and_builds_seeded_per_trial(make_config, sampler):
+    import optuna
+
+    from hydra_plugins.segsweep_plugins.optuna_sweeper import OptunaSweeper
+    from segsweep.app.search import build_sampler
+    from segsweep.app.search_space import parse
+
+    make_config("hparams_search=optuna_pruned", f"hydra/sweeper/sampler={sampler}")
+    node = OmegaConf.to_container(HydraConfig.get().sweeper, resolve=False)  # the storage names the sweep dir, unset here
+    sweeper = OptunaSweeper(**{key: value for key, value in node.items() if not key.startswith("_")})
+    grid = ["loss.gamma=choice(1.0, 2.0)", "optimizer.lr=choice(0.01, 0.001)"]
+    searched, _ = parse(grid if sampler == "grid" else [f"{key}={value}" for key, value in node["params"].items()])
+    built, n_trials = build_sampler(sweeper, searched)
+    assert type(built.sampler).__name__.lower() == f"{sampler}sampler"
+    assert n_trials == (4 if sampler == "grid" else 12)
+    assert isinstance(instantiate(node["pruner"]), optuna.pruners.MedianPruner)
+    assert node["study_name"] == "segsweep_pruned" and node["seed"] == 1
 
 
 def test_loss_comparison_gpu_is_the_loss_study_at_full_size(make_config):

@@ -14,7 +14,7 @@ from segsweep.sweep.summary import summarize
 
 from .helpers.outputs import assert_png, fake_job, top_trials_rows
 
-OPTUNA = "hydra_plugins.segsweep_plugins.optuna_sweeper.FailureTolerantOptunaSweeper"
+OPTUNA = "hydra_plugins.segsweep_plugins.optuna_sweeper.OptunaSweeper"
 PARAMS = {"optimizer.lr": "tag(log, interval(0.0003, 0.03))", "loss.gamma": "interval(0.5, 4.0)", "loss": "choice(focal, dice)"}
 # in the order the trials ran: lr, gamma, loss, best val mIoU (the objective), test mIoU, status
 TRIALS = [
@@ -26,11 +26,16 @@ TRIALS = [
 HEADER = "| trial | optimizer.lr | loss.gamma | loss | objective (val/mIoU_best) | test mIoU | status |"
 
 
-def optuna_sweep(sweep_dir: Path, direction: str = "maximize", multirun_yaml: bool = True) -> Path:
+def optuna_sweep(
+    sweep_dir: Path,
+    direction: str | list[str] = "maximize",
+    multirun_yaml: bool = True,
+    metric: str | list[str] = "val/mIoU_best",
+) -> Path:
     """An Optuna-like sweep dir: jobs named as Optuna trials' job dirs are, their sweeper in multirun.yaml or, as the
     Optuna sweeper leaves it, only in each job's .hydra/."""
     sweeper = {"_target_": OPTUNA, "direction": direction, "params": PARAMS}
-    config = {"optimized_metric": "val/mIoU_best", "hydra": {"sweeper": sweeper}}
+    config = {"optimized_metric": metric, "hydra": {"sweeper": sweeper}}
     for number, (lr, gamma, loss, objective, test, status) in enumerate(TRIALS):
         # named so that name order is not run order: the trial number comes from when the job started
         job = sweep_dir / f"loss={loss},loss.gamma={float(gamma):.4g},optimizer.lr={float(lr):.4g}"
@@ -103,3 +108,24 @@ def test_floats_are_shown_at_four_significant_digits_and_nothing_else_changes():
     assert shown_value("12345") == "12345"
     assert shown_value("focal") == "focal"
     assert shown_value("<default>") == "<default>"
+
+
+def pareto_rows(text: str) -> list[str]:
+    section = text.split("## Pareto front", 1)[1].split("\n## ", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| trial")]
+
+
+def test_a_multi_objective_search_reports_its_pareto_front(tmp_path):
+    metrics = ["val/mIoU_best", "test/mIoU"]
+    build_report(optuna_sweep(tmp_path / "both", ["maximize", "maximize"], metric=metrics), num_images=0, plots=False)
+    text = (tmp_path / "both" / "report.md").read_text()
+    assert "| trial | optimizer.lr | loss.gamma | loss | val/mIoU_best (max) | test/mIoU (max) |" in text
+    assert pareto_rows(text) == ["| 1 | 0.001207 | 1.889 | dice | 0.72 | 0.7 |"]  # it beats 0 and 3 on both; 2 failed
+    build_report(optuna_sweep(tmp_path / "trade", ["maximize", "minimize"], metric=metrics), num_images=0, plots=False)
+    rows = pareto_rows((tmp_path / "trade" / "report.md").read_text())
+    assert [row.split(" | ")[0] for row in rows] == ["| 0", "| 1", "| 3"]  # each best on one side of the trade-off
+
+
+def test_a_single_objective_search_has_no_pareto_front(tmp_path):
+    build_report(optuna_sweep(tmp_path), num_images=0, plots=False)
+    assert "## Pareto front" not in (tmp_path / "report.md").read_text()

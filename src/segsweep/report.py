@@ -22,6 +22,7 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from segsweep.app.tracking import log_sweep_report
 from segsweep.runs.files import remove_orphan_temps, write_text_atomic
 from segsweep.sweep import plots
 from segsweep.sweep.groups import Report
@@ -245,8 +246,15 @@ class SweepReportCallback(Callback):
             show_report(report)
         except ReportError as error:
             log.error("sweep report not written: %s", error)
+            return
         except Exception:
             log.exception("sweep report of %s failed (the jobs' results are untouched)", sweep_dir)
+            return
+        try:
+            if log_sweep_report(config, report.sweep_dir, list(report.paths.values())) is not None:
+                log.info("the report is logged to MLflow as the artifacts of the run 'report: %s'", report.sweep_dir.name)
+        except Exception as error:  # a tracker that fails now loses nothing: the report is written in the sweep dir
+            log.error("the report is in %s but was not logged to MLflow: %s", sweep_dir, error)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from segsweep.app.config import CONFIG_DIR
 from segsweep.app.launch import adapt_to_launcher, in_multirun
 from segsweep.app.lifecycle import training_command
 from segsweep.app.preflight import checked_command
+from segsweep.app.pruning import trial_pruning, was_pruned
 from segsweep.app.resolvers import register_resolvers
 from segsweep.app.resume import fit_checkpoint
 from segsweep.data.contract import SegmentationData
@@ -54,7 +55,7 @@ def train(cfg: DictConfig, datamodule: SegmentationData, resume_overrides: list[
     # the model summary counts FLOPs on this input (one image of the training size); without it it reports 0
     size = int(datamodule.image_size)
     module.example_input_array = torch.zeros(1, int(cfg.model.get("in_channels", 3)), size, size)
-    callbacks = instantiate_all(cfg.get("callbacks"))
+    callbacks = [*instantiate_all(cfg.get("callbacks")), *trial_pruning(cfg, run_dir)]
     quiet = in_multirun() and cfg.get("quiet_jobs", True)
     if quiet:  # a multirun prints one line per finished job; the job's progress is in its log (EpochLines)
         callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
@@ -80,8 +81,9 @@ def train(cfg: DictConfig, datamodule: SegmentationData, resume_overrides: list[
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=fit_checkpoint(cfg))
     has_best = trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path
-    # Lightning's test table prints every float in full: one rounded line instead
-    trainer.test(module, datamodule=datamodule, ckpt_path="best" if has_best else None, verbose=False)
+    if not was_pruned(run_dir):  # a trial its search's pruner stopped (app.pruning) is not tested
+        # Lightning's test table prints every float in full: one rounded line instead
+        trainer.test(module, datamodule=datamodule, ckpt_path="best" if has_best else None, verbose=False)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()} | {
         "val/mIoU_best": float(module.val_miou_best.compute()) if module.val_miou_best.update_called else math.nan
     }
@@ -94,7 +96,7 @@ def train(cfg: DictConfig, datamodule: SegmentationData, resume_overrides: list[
 @checked_command("train", "train")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Returns ``cfg.optimized_metric`` for hyperparameter sweepers."""
+    """Returns ``cfg.optimized_metric`` (a list of values for a list of metrics) for hyperparameter sweepers."""
     return training_command(cfg, train)
 
 

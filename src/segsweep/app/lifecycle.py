@@ -41,6 +41,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from segsweep.app.launch import in_multirun
 from segsweep.app.resume import continue_config, resume_selected
 from segsweep.app.rundir import discard_rejected, is_later_command
+from segsweep.app.search import objective
+from segsweep.app.tracking import check_loggers
 from segsweep.app.validation import validate
 from segsweep.data.contract import SegmentationData
 from segsweep.runs.callbacks.metrics_file import failure_text
@@ -77,6 +79,7 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, SegmentationDa
         continued = continue_config(cfg, run_dir, overrides)
         if continued is not None:
             cfg, applied = continued
+    check_loggers(cfg)  # a tracker without its package or server: one line before any work
     datamodule = validate(cfg)
     datamodule.setup("fit")  # a folder's files are checked here (bad data: one line, no run dir left behind)
     return cfg, datamodule, applied
@@ -93,7 +96,7 @@ def training_command(cfg: DictConfig, work: Work) -> float | None:
         record = completed_record(run_dir)
         if in_multirun() and record is not None:
             log.warning("skipped, already completed: %s", run_dir)
-            return recorded_value(record, metric) if metric else None
+            return objective(lambda name: recorded_value(record, name), metric)
         return _refuse(run_dir, cfg, error)
     except USER_ERRORS as error:
         return _refuse(run_dir, cfg, error)
@@ -116,7 +119,7 @@ def training_command(cfg: DictConfig, work: Work) -> float | None:
         if isinstance(error.__context__, KeyboardInterrupt):
             record_failure(run_dir, cfg, error.__context__, own_run=not completed_before)
         raise
-    return metrics.get(metric) if metric else None
+    return objective(metrics.get, metric)
 
 
 def record_failure(run_dir: Path, cfg: DictConfig, error: BaseException, own_run: bool = False) -> None:

@@ -85,3 +85,8 @@ def run_suffix(*, _root_: DictConfig) -> str:
     if experiment:
         name = f"{experiment},{name}" if name else str(experiment)
     return f"_{shorten(name, 0)}" if name else ""
+
+
+def dir_name(path: str) -> str:
+    """A run directory's own name (its overrides): how conf/logger names a run in MLflow and W&B."""
+    return Path(path).name

@@ -9,7 +9,8 @@ run_suffix             hydra.run.dir                               app/naming.py
 job_dirname            hydra.sweep.subdir                          app/naming.py: a sweep job's name, by its overrides
 hydra_records          hydra.output_subdir                         app/rundir.py: .hydra for a run dir's first command,
                                                                    .hydra/resumes/<time> for every later one
-resumable_seed         hparams_search's hydra.sweeper.sampler.seed  app/search.py: a resumed study draws new points
+dir_name               conf/logger's run names                     app/naming.py: a run directory's own name
+tracking_experiment    conf/logger/mlflow.yaml's experiment_name   app/tracking.py: a sweep is one MLflow experiment
 deterministic_default  trainer.deterministic                       here: True on CPU, "warn" on GPU
 =====================  ==========================================  ====================================================
 """
@@ -19,9 +20,9 @@ from __future__ import annotations
 import torch
 from omegaconf import OmegaConf
 
-from segsweep.app.naming import job_dirname, run_suffix
+from segsweep.app.naming import dir_name, job_dirname, run_suffix
 from segsweep.app.rundir import hydra_records, run_dir
-from segsweep.app.search import resumable_seed
+from segsweep.app.tracking import experiment_name
 
 
 def deterministic_default() -> bool | str:
@@ -36,7 +37,8 @@ def register_resolvers() -> None:
         "run_suffix": run_suffix,
         "run_dir": run_dir,
         "deterministic_default": deterministic_default,
-        "resumable_seed": resumable_seed,
+        "dir_name": dir_name,
+        "tracking_experiment": experiment_name,
     }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -22,6 +22,8 @@ RESUME_OVERRIDES = (
     "trainer.enable_progress_bar",
     "trainer.log_every_n_steps",
     "callbacks.rich_progress_bar",
+    # trackers record a run and do not change it: a run whose tracking server is gone continues with another logger
+    "logger",
 )
 # Keys that choose the run to continue (or where things go), not what it is.
 SELECTORS = ("ckpt_path", "resume")

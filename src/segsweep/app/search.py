@@ -1,43 +1,54 @@
-"""Optuna search for conf/hparams_search: a resumable sampler seed, and a study loop that survives failed trials.
+"""The Optuna study loop of segsweep's sweeper (hydra_plugins/segsweep_plugins/optuna_sweeper.py).
 
-hydra-optuna-sweeper 1.3 (pinned with optuna 2.10) crashes when a job returns NaN (it tells the study COMPLETE with
-NaN, then FAIL with values), leaving the trial RUNNING; it also applies ``max_failure_rate`` per batch of ``n_jobs``
-trials, so with ``n_jobs=1`` one failure ends the study. ``run_study`` replaces its loop and keeps everything else
-(search space, sampler, storage, results file); ``hydra_plugins.segsweep_plugins`` is the plugin that calls it.
+Each batch of ``n_jobs`` trials is asked from the study, launched as Hydra jobs through the configured launcher and
+told back: COMPLETE with the job's values, PRUNED when the pruner stopped it (segsweep.app.pruning), FAIL when it
+raised or returned NaN, None or not a number (the study goes on), until ``n_trials`` ran or more than
+``max_failure_rate`` of them failed (then the sweep reports and exits 1). The storage is any Optuna RDB URL
+(``sqlite:///...``, PostgreSQL, MySQL) or ``journal:<file>`` (JournalStorage, for a shared file system): several
+sweeper processes can share one study, each trial asked once.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import OmegaConf
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
+from segsweep.app.search_space import SearchSpaceError, grid_choices, parse
 from segsweep.runs.record import RecordError, load_record, record_path
 
 log = logging.getLogger(__name__)
 
+JOURNAL = "journal:"
+# the job's trial number, given as hydra.job.env_set.SEGSWEEP_TRIAL (not a task override: job names stay as they were)
+TRIAL_KEY = "SEGSWEEP_TRIAL"
 
-def existing_trials(storage: str, study_name: str) -> int:
-    """Trials already in the study (0 if its sqlite file or the study does not exist yet)."""
-    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
-        return 0
-    import optuna  # only sweeps with the Optuna sweeper pay for this import
 
+def open_storage(storage: str | None) -> Any:
+    """An Optuna storage from the sweeper's ``storage``: None (in memory), ``journal:<file>`` or an RDB URL."""
+    import optuna
+    from sqlalchemy.exc import OperationalError
+
+    if storage is None:
+        return None
+    if storage.startswith(JOURNAL):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(storage.removeprefix(JOURNAL)))
+    # sqlite locks the whole file per write: wait for another process's write instead of failing at once
+    engine = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite:") else None
     try:
-        return len(optuna.load_study(study_name=study_name, storage=storage).trials)
-    except KeyError:
-        return 0
-
-
-def resumable_seed(seed: int, storage: str, study_name: str) -> int:
-    """The sampler's seed plus the trials so far: a resumed study draws new points instead of
-    replaying the first ones of its earlier runs, and stays reproducible."""
-    return int(seed) + existing_trials(storage, study_name)
+        return optuna.storages.RDBStorage(storage, engine_kwargs=engine)
+    except OperationalError as error:  # another process created the tables first: they are there now
+        if "already exists" not in str(error):
+            raise
+        return optuna.storages.RDBStorage(storage, engine_kwargs=engine)
 
 
 def allowed_failures(max_failure_rate: float, n_trials: int) -> int:
@@ -46,13 +57,19 @@ def allowed_failures(max_failure_rate: float, n_trials: int) -> int:
     return math.floor(max_failure_rate * n_trials + 1e-9)
 
 
-def _recorded_error(job: JobReturn) -> str | None:
-    """Why a job failed, as its metrics.json recorded it (train.main records the error and returns NaN)."""
-    try:
-        record = load_record(record_path(job.hydra_cfg.hydra.runtime.output_dir))
-    except (RecordError, AttributeError):  # no record, or a job Hydra returned without its config
+def objective(value_of: Callable[[str], float | None], metric: str | Sequence[str] | None) -> Any:
+    """What a job returns to the sweeper: ``optimized_metric``'s value, a list of values for a list of metrics, or None."""
+    if metric is None:
         return None
-    return record.get("error")
+    return value_of(metric) if isinstance(metric, str) else [value_of(str(name)) for name in metric]
+
+
+def _record(job: JobReturn) -> dict[str, Any]:
+    """The job's metrics.json: why it failed (train.main records the error and returns NaN), or that it was pruned."""
+    try:
+        return load_record(record_path(job.hydra_cfg.hydra.runtime.output_dir))
+    except (RecordError, AttributeError):  # no record, or a job Hydra returned without its config
+        return {}
 
 
 def trial_outcome(job: JobReturn, objectives: int) -> tuple[list[float] | None, str | None]:
@@ -66,75 +83,109 @@ def trial_outcome(job: JobReturn, objectives: int) -> tuple[list[float] | None, 
         values = [float(value) for value in raw]
     except (TypeError, ValueError):
         return None, f"returned {returned!r}, not a number"
+    if not all(math.isfinite(value) for value in values):  # train.main returns NaN for a failed run
+        return None, _record(job).get("error") or f"returned {returned}"
     if len(values) != objectives:
         return None, f"returned {len(values)} values for {objectives} objectives"
-    if not all(math.isfinite(value) for value in values):
-        return None, _recorded_error(job) or f"returned {returned}"
     return values, None
 
 
-def _search_space(sweeper: Any, arguments: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The sweeper's distributions and fixed parameters, as hydra-optuna-sweeper builds them (GridSampler included)."""
-    import optuna
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+def directions(direction: Any) -> list[str]:
+    """The study's directions: one (``maximize``) or a list of them (a multi-objective study)."""
+    return [str(direction)] if isinstance(direction, str) else [str(each) for each in direction]
 
-    sweeper._process_searchspace_config()
-    distributions, fixed = create_params_from_overrides([*sweeper._parse_sweeper_params_config(), *arguments])
-    distributions = {**(sweeper.search_space_distributions or {}), **distributions}
-    for name in fixed:
-        distributions.pop(name, None)
-    if getattr(sweeper.sampler, "func", None) is optuna.samplers.GridSampler:
-        grid = {name: sweeper._to_grid_sampler_choices(distribution) for name, distribution in distributions.items()}
-        sweeper.sampler = sweeper.sampler(grid)
-        sweeper.n_trials = min(sweeper.n_trials, math.prod(len(choices) for choices in grid.values()))
-    return distributions, fixed
+
+def build_sampler(sweeper: Any, searched: dict[str, Any]) -> tuple[Any, int]:
+    """The configured sampler, reseeded per trial (app.trial_seed), and the trials a grid allows (else n_trials)."""
+    from segsweep.app.trial_seed import TrialSeededSampler
+
+    config = OmegaConf.to_container(sweeper.sampler, resolve=True) if isinstance(sweeper.sampler, DictConfig) else sweeper.sampler
+    extra: dict[str, Any] = {}
+    n_trials = int(sweeper.n_trials)
+    if str(config.get("_target_", "")).endswith("GridSampler"):
+        extra["search_space"] = {name: grid_choices(name, drawn) for name, drawn in searched.items()}
+        n_trials = min(n_trials, math.prod(len(values) for values in extra["search_space"].values()))
+    return TrialSeededSampler(lambda seed: instantiate(config, seed=seed, **extra), sweeper.seed), n_trials
+
+
+def _trial_overrides(trial: Any, searched: dict[str, Any], fixed: dict[str, str]) -> tuple[str, ...]:
+    for name, drawn in searched.items():
+        trial._suggest(name, drawn)  # Trial.suggest_* by distribution, as Optuna's own ask(fixed_distributions) does
+    for name, value in fixed.items():
+        trial.set_user_attr(name, value)
+    params = tuple(f"{name}={value}" for name, value in {**trial.params, **fixed}.items())
+    return (*params, f"++hydra.job.env_set.{TRIAL_KEY}={trial.number}")
 
 
 def run_study(sweeper: Any, arguments: Sequence[str]) -> None:
-    """hydra-optuna-sweeper's ``sweep`` with failed trials told FAIL and ``max_failure_rate`` applied to the whole run:
-    once more than that share of its ``n_trials`` trials have failed, the sweep reports and exits (code 1)."""
+    """Run ``sweeper.n_trials`` trials of the study (created, or loaded to resume); exits 1 past ``max_failure_rate``."""
     import optuna
 
-    distributions, fixed = _search_space(sweeper, arguments)
-    directions = sweeper._get_directions()
+    try:
+        searched, fixed = parse([*(f"{key}={value}" for key, value in (sweeper.params or {}).items()), *arguments])
+        sampler, n_trials = build_sampler(sweeper, searched)
+    except SearchSpaceError as error:
+        raise SystemExit(f"hydra.sweeper.params: {error}") from None
+    wanted = directions(sweeper.direction)
+    pruner = instantiate(sweeper.pruner) if sweeper.pruner is not None else None
+    if pruner is not None and (sweeper.storage is None or len(wanted) > 1):
+        # a job reports to its trial through the storage; Optuna prunes single-objective studies only
+        raise SystemExit("hydra.sweeper.pruner: needs hydra.sweeper.storage (a file or a database) and one direction")
     study = optuna.create_study(
         study_name=sweeper.study_name,
-        storage=sweeper.storage,
-        sampler=sweeper.sampler,
-        directions=directions,
+        storage=open_storage(sweeper.storage),
+        sampler=sampler,
+        pruner=pruner,
+        directions=wanted,
         load_if_exists=True,
     )
-    log.info("Study %s in %s (%s, %s)", study.study_name, sweeper.storage, type(study.sampler).__name__, directions)
-    allowed = allowed_failures(sweeper.max_failure_rate, sweeper.n_trials)
-    failed, remaining = 0, sweeper.n_trials
+    log.info("Study %s in %s (%s, %s)", study.study_name, sweeper.storage, type(sampler.sampler).__name__, wanted)
+    allowed = allowed_failures(sweeper.max_failure_rate, n_trials)
+    failed, remaining = 0, n_trials
     while remaining > 0 and failed <= allowed:
         trials = [study.ask() for _ in range(min(remaining, sweeper.n_jobs))]
-        overrides = sweeper._configure_trials(trials, distributions, fixed)
-        jobs = sweeper.launcher.launch(overrides, initial_job_idx=sweeper.job_idx)
+        jobs = sweeper.launcher.launch(
+            [_trial_overrides(trial, searched, fixed) for trial in trials], initial_job_idx=sweeper.job_idx
+        )
         sweeper.job_idx += len(jobs)
         for trial, job in zip(trials, jobs):
-            values, reason = trial_outcome(job, len(directions))
-            if reason is None:
-                study.tell(trial, values=values)
-                continue
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            failed += 1
-            log.warning("trial %d failed: %s", trial.number, reason)
+            values, reason = trial_outcome(job, len(wanted))
+            if reason is not None:
+                failed += 1
+                log.warning("trial %d failed: %s", trial.number, reason)
+            pruned = reason is None and _record(job).get("status") == "pruned"
+            if pruned:
+                log.info("trial %d %s", trial.number, _record(job).get("error"))
+            _tell(study, trial, values, pruned)
         remaining -= len(trials)
-    _save_results(study, len(directions), Path(sweeper.sweep_dir))
+    _save_results(study, len(wanted), Path(sweeper.sweep_dir))
     if failed > allowed:
         # The sweep ends here: report what ran (Hydra calls on_multirun_end only after a sweep that returns),
         # then one line and exit code 1 (a Hydra exception would add a stack-trace hint).
         sweeper.hydra_context.callbacks.on_multirun_end(config=sweeper.config)
         raise SystemExit(
-            f"Optuna study stopped: {failed} of {sweeper.n_trials - remaining} trials failed, more than "
-            f"max_failure_rate={sweeper.max_failure_rate} of n_trials={sweeper.n_trials} allows ({allowed}); "
+            f"Optuna study stopped: {failed} of {n_trials - remaining} trials failed, more than "
+            f"max_failure_rate={sweeper.max_failure_rate} of n_trials={n_trials} allows ({allowed}); "
             f"see {sweeper.sweep_dir}/report.md"
         )
 
 
+def _tell(study: Any, trial: Any, values: list[float] | None, pruned: bool) -> None:
+    """COMPLETE with values, FAIL without, PRUNED (its last report) if the pruner stopped it; a grid sampler's
+    ``study.stop()`` at the last grid point is no error here."""
+    import optuna
+
+    State = optuna.trial.TrialState
+    state = State.PRUNED if pruned else State.COMPLETE if values is not None else State.FAIL
+    try:
+        study.tell(trial, values=None if pruned else values, state=state)
+    except RuntimeError as error:  # the trial is told already: the sampler's after_trial raised after the storage wrote it
+        if "Study.stop" not in str(error):
+            raise
+
+
 def _save_results(study: Any, objectives: int, sweep_dir: Path) -> None:
-    """optimization_results.yaml as hydra-optuna-sweeper writes it; nothing when no trial completed."""
+    """optimization_results.yaml (the best trial, or the Pareto front); nothing when no trial completed."""
     import optuna
 
     if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):

@@ -38,13 +38,22 @@ ALLOWED_TARGETS = frozenset(
         "segsweep.runs.callbacks.tensorboard_hparams.TensorBoardHparams",
         "segsweep.runs.callbacks.epoch_lines.EpochLines",
         "segsweep.runs.callbacks.image_counts.ImageCountsFile",
-        # Hydra callbacks and the Optuna sampler of conf/hydra and conf/hparams_search
+        "pytorch_lightning.loggers.CSVLogger",
+        "pytorch_lightning.loggers.MLFlowLogger",
+        "pytorch_lightning.loggers.WandbLogger",
+        # Hydra callbacks, the Optuna samplers and pruners of conf/hydra and conf/hparams_search
         "segsweep.report.SweepReportCallback",
         "segsweep.app.hydra_callbacks.MakeSweepDir",
         "segsweep.app.hydra_callbacks.JobLine",
         "optuna.samplers.TPESampler",
+        "optuna.samplers.CmaEsSampler",
+        "optuna.samplers.GPSampler",
+        "optuna.samplers.QMCSampler",
+        "optuna.samplers.RandomSampler",
+        "optuna.samplers.GridSampler",
+        "optuna.pruners.MedianPruner",
         "hydra_plugins.segsweep_plugins.adaptive_sweeper.AdaptiveSeedSweeper",
-        "hydra_plugins.segsweep_plugins.optuna_sweeper.FailureTolerantOptunaSweeper",
+        "hydra_plugins.segsweep_plugins.optuna_sweeper.OptunaSweeper",
         "hydra_plugins.segsweep_plugins.parallel_launcher.ParallelLauncher",
     }
 )

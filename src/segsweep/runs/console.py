@@ -15,8 +15,6 @@ from rich.console import Console
 NOISE_WARNINGS = (
     # Lightning's own _pytree shim calls a torch API that torch deprecated; nothing for a user to do.
     r".*isinstance\(treespec, LeafSpec\).*",
-    # optuna 2.10 (pinned by hydra-optuna-sweeper 1.3) imports SQLAlchemy 1.4's legacy API.
-    r".*Deprecated API features detected.*",
     # The epoch-level val/test metrics are torchmetrics objects: torchmetrics already syncs them across ranks,
     # so Lightning's advice to add sync_dist=True does not apply.
     r".*It is recommended to use `self\.log\('(val|test)/.*sync_dist=True.*",

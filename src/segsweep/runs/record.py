@@ -2,9 +2,10 @@
 
 Schema (every key always present unless marked optional)::
 
-    status        "completed" | "fitted" | "failed"   completed: fitted and tested; fitted: written when the fit
-                  ends, before the test (a run killed during its test is not finished, and is continued by a rerun)
-    error         str | null          why it failed ("<Type>: <message>")
+    status        "completed" | "fitted" | "failed" | "pruned"   completed: fitted and tested; fitted: written when the
+                  fit ends, before the test (a run killed during its test is not finished, and is continued by a rerun);
+                  pruned: stopped early by a search's pruner (app.pruning), never tested
+    error         str | null          why it failed ("<Type>: <message>"), or when the pruner stopped it
     config        {...}               the resolved config of the run
     best          {"val/mIoU": float | null, "epoch": int | null}
     test          {"test/mIoU": float, "test/iou/<class>": float, ...}   empty until tested
@@ -33,7 +34,7 @@ from segsweep.runs.files import write_json_atomic
 from segsweep.runs.manifest import now
 
 RECORD_FILE = "metrics.json"
-STATUSES = ("completed", "fitted", "failed")
+STATUSES = ("completed", "fitted", "failed", "pruned")  # pruned: app.pruning
 
 
 class RecordError(ValueError):

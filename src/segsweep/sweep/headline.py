@@ -93,7 +93,9 @@ def headline(report: Report) -> str:
     """Winner and margin on test mIoU with their uncertainty, best group on the rarest class, fastest to converge."""
     scored = [group for group in report.groups if not math.isnan(group.mean("test/mIoU"))]
     if not scored:
-        return f"No job finished, so there is nothing to compare ({len(report.failed)} job(s) failed or missing, listed below)."
+        pruned = sum(job.pruned for group in report.groups for job in group.jobs)
+        why = f"{len(report.failed)} job(s) failed or missing" + (f", {pruned} pruned by the search" if pruned else "")
+        return f"No job finished, so there is nothing to compare ({why}, listed below)."
     if report.stratum_key is not None:
         return _stratified_headline(report)
     winner = scored[0]

@@ -50,6 +50,11 @@ class Job:
         return self.error is None
 
     @property
+    def pruned(self) -> bool:
+        """Stopped early by a search's pruner (app.pruning): not finished, and not a failure either."""
+        return (self.metrics or {}).get("status") == "pruned"
+
+    @property
     def history(self) -> list[dict[str, Any]]:
         return sorted((self.metrics or {}).get("history") or [], key=lambda entry: entry.get("epoch", 0))
 

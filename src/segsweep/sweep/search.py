@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 from hydra.core.override_parser.types import ChoiceSweep
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from rich import box
 from rich.table import Table
@@ -21,6 +21,7 @@ from segsweep.runs.overrides import override_value, shown_value
 from segsweep.runs.record import recorded_value, test_metric
 from segsweep.sweep.groups import Group, Report
 from segsweep.sweep.jobs import MULTIRUN_FILE, Job, swept_keys
+from segsweep.sweep.pareto import pareto_front
 from segsweep.sweep.stats import nan_to
 
 TOP_K = 10
@@ -44,7 +45,8 @@ class Trial:
     values: dict[str, str]  # searched parameter -> its value as the job's overrides wrote it
     objective: float  # the recorded ``optimized_metric``; NaN when the run has none
     test_miou: float
-    status: str  # completed | failed | unfinished
+    status: str  # completed | failed | pruned | unfinished
+    scores: list[float] = field(default_factory=list)  # a multi-objective study's recorded metrics, in its order
 
     @property
     def ranked(self) -> bool:
@@ -57,6 +59,7 @@ class Search:
     metric: str
     maximize: bool
     trials: list[Trial]  # by number
+    objectives: list[tuple[str, bool]] = field(default_factory=list)  # (metric, maximize) of each objective
 
 
 @dataclass
@@ -83,7 +86,7 @@ def _number(text: str) -> float | None:
         return None
 
 
-def _sweep_config(sweep_dir: Path, jobs: Sequence[Job]) -> tuple[DictConfig | None, str | None]:
+def _sweep_config(sweep_dir: Path, jobs: Sequence[Job]) -> tuple[DictConfig | None, str | list[str] | None]:
     """The sweeper node and ``optimized_metric``: multirun.yaml's, else a job's .hydra/ (Optuna writes no multirun.yaml)."""
     candidates = [(sweep_dir / MULTIRUN_FILE, sweep_dir / MULTIRUN_FILE)]
     candidates += [(job.path / ".hydra" / "hydra.yaml", job.path / ".hydra" / "config.yaml") for job in jobs]
@@ -94,7 +97,8 @@ def _sweep_config(sweep_dir: Path, jobs: Sequence[Job]) -> tuple[DictConfig | No
             sweeper, metric = OmegaConf.select(hydra, "hydra.sweeper"), OmegaConf.select(config, "optimized_metric")
         except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException):  # ValueError: not UTF-8
             continue
-        return sweeper if isinstance(sweeper, DictConfig) else None, None if metric is None else str(metric)
+        metrics = [str(name) for name in metric] if isinstance(metric, ListConfig) else None if metric is None else str(metric)
+        return sweeper if isinstance(sweeper, DictConfig) else None, metrics
     return None, None
 
 
@@ -116,7 +120,8 @@ def _param(name: str, spec: Any, values: Sequence[str]) -> Param:
 def _status(job: Job) -> str:
     if job.finished:
         return "completed"
-    return "failed" if (job.metrics or {}).get("status") == "failed" else "unfinished"
+    status = (job.metrics or {}).get("status")
+    return status if status in ("failed", "pruned") else "unfinished"
 
 
 def _started(job: Job) -> float:
@@ -135,10 +140,10 @@ def read_search(report: Report) -> Search | None:
     sweeper, metric = _sweep_config(report.sweep_dir, jobs)
     if sweeper is None or not _is_search(sweeper):
         return None
-    metric = metric or DEFAULT_METRIC
+    metrics = [metric or DEFAULT_METRIC] if not isinstance(metric, list) else metric
     direction = sweeper.get("direction", "minimize")  # Optuna's default
-    if not isinstance(direction, str):  # a list: a multi-objective study; train.py optimizes one metric
-        direction = direction[0]
+    directions = [str(direction)] if isinstance(direction, str) else [str(each) for each in direction]
+    objectives = [(name, way.lower().endswith("maximize")) for name, way in zip(metrics, directions)]
     specs = dict(sweeper.get("params") or {})
     # a search space given on the command line is not in the sweeper's params: it shows as values that vary
     names = [*specs, *(key for key in swept_keys([job for job in jobs if job.overrides]) if key not in specs)]
@@ -148,14 +153,15 @@ def read_search(report: Report) -> Search | None:
             number=number,
             name=job.name,
             values={name: job.overrides[name] for name in names if name in job.overrides},
-            objective=_or_nan(recorded_value(job.metrics, metric) if job.metrics else None),
+            objective=_or_nan(recorded_value(job.metrics, metrics[0]) if job.metrics else None),
             test_miou=test_metric(job.metrics) if job.metrics else math.nan,
             status=_status(job),
+            scores=[_or_nan(recorded_value(job.metrics, name) if job.metrics else None) for name in metrics],
         )
         for number, job in enumerate(ordered)
     ]
     params = [_param(name, specs.get(name), [trial.values[name] for trial in trials if name in trial.values]) for name in names]
-    return Search(params=params, metric=metric, maximize=str(direction).lower().endswith("maximize"), trials=trials)
+    return Search(params, metric=metrics[0], maximize=objectives[0][1], trials=trials, objectives=objectives)
 
 
 def top_trials(search: Search, k: int = TOP_K) -> list[Trial]:
@@ -194,7 +200,7 @@ def markdown_section(search: Search, k: int = TOP_K) -> list[str]:
         "## Top trials",
         "",
         f"A hyperparameter search over {axes}: the first {len(rows)} of its {len(search.trials)} trials ranked by "
-        f"`{search.metric}` ({direction} first; failed or unfinished trials last), numbered in the order they started.",
+        f"`{search.metric}` ({direction} first; failed, pruned or unfinished trials last), numbered in the order they started.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -204,6 +210,37 @@ def markdown_section(search: Search, k: int = TOP_K) -> list[str]:
         if _is_best(search, index):
             cells = [f"**{cell}**" for cell in cells]
         lines.append("| " + " | ".join(cells) + " |")
+    pruned = [trial for trial in search.trials if trial.status == "pruned"]
+    if pruned:  # stopped early by the study's pruner: below the others at the same epoch, not failures
+        lines += [
+            "",
+            f"Pruned (stopped early by the search's pruner): {len(pruned)} of {len(search.trials)} trials, "
+            + ", ".join(f"{trial.number} (`{trial.name}`)" for trial in pruned)
+            + ".",
+        ]
+    return [*lines, *pareto_section(search)]
+
+
+def pareto_section(search: Search) -> list[str]:
+    """report.md's "Pareto front" of a multi-objective search: the completed trials no other beats on every objective."""
+    if len(search.objectives) < 2:
+        return []
+    scored = [trial for trial in search.trials if trial.status == "completed" and not any(map(math.isnan, trial.scores))]
+    front = [scored[i] for i in pareto_front([trial.scores for trial in scored], [up for _, up in search.objectives])]
+    names = [f"{name} ({'max' if up else 'min'})" for name, up in search.objectives]
+    header = ["trial", *(param.name for param in search.params), *names]
+    lines = [
+        "",
+        "## Pareto front",
+        "",
+        f"The {len(front)} of {len(scored)} completed trials that no other trial beats on every objective.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for trial in front:
+        cells = [str(trial.number), *(shown_value(trial.values.get(param.name, "-")) for param in search.params)]
+        lines.append("| " + " | ".join([*cells, *(significant(score) for score in trial.scores)]) + " |")
     return lines
 
 

@@ -98,7 +98,7 @@ def summarize(sweep_dir: str | Path, threshold: float | None = None) -> Report:
         threshold=threshold,
         threshold_note=threshold_note,
         groups=groups,
-        failed=[job for job in jobs if not job.finished],
+        failed=[job for job in jobs if not job.finished and not job.pruned],  # a search lists its pruned trials apart
     )
     design = read_design(sweep_dir)
     if design is not None:

@@ -196,7 +196,9 @@ def markdown(report: Report, sections: Sequence[str] = ()) -> str:
     if report.adaptive is not None:
         lines += ["", "## Adaptive seeds", "", *(f"- {line}" for line in adaptive_lines(report))]
     lines += ["", "## Failed or missing jobs", ""]
-    lines += [f"- `{job.name}`: {job.error}" for job in report.failed] or ["None: every job finished."]
+    pruned = any(job.pruned for group in report.groups for job in group.jobs)
+    none = "None: every job finished or was pruned." if pruned else "None: every job finished."
+    lines += [f"- `{job.name}`: {job.error}" for job in report.failed] or [none]
     plots = {name: path for name, path in report.paths.items() if path.suffix == ".png"}
     if plots or report.notes:
         lines += ["", "## Plots", ""]
