@@ -19,8 +19,8 @@ from segsweep.data.contract import SegmentationData
 from segsweep.models.class_weights import compute_class_weights
 from segsweep.models.module import SegmentationModule
 from segsweep.runs.allowlist import check_saved_config, renamed_targets
-from segsweep.runs.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-from segsweep.runs.cli import USER_ERRORS
+from segsweep.runs.checkpoint import CheckpointError, checked_checkpoint, resolve_checkpoint
+from segsweep.runs.cli import one_line
 
 
 def build_datamodule(cfg: DictConfig) -> SegmentationData:
@@ -88,21 +88,16 @@ def load_module(path: str | Path, datamodule: SegmentationData | None = None) ->
     """Rebuild the module saved in a checkpoint (file or run dir) and load its weights; a failure is one line naming the file."""
     try:
         return _load_module(path, datamodule)
-    except USER_ERRORS:
+    except (CheckpointError, OSError):  # these name the file already
         raise
-    except Exception as error:  # e.g. a KeyError from torch.load on a file that is not a checkpoint at all
-        first = (str(error).strip().splitlines() or [""])[0]
-        raise CheckpointError(f"{path}: cannot load this checkpoint ({type(error).__name__}: {first})") from error
+    except Exception as error:  # a saved config that does not build (a bad value, a KeyError): name the file
+        raise CheckpointError(f"{path}: cannot load this checkpoint ({one_line(error)})") from error
 
 
 def _load_module(path: str | Path, datamodule: SegmentationData | None) -> tuple[SegmentationModule, DictConfig]:
     path = resolve_checkpoint(path)
-    checkpoint = load_checkpoint(path)
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path}: not a segsweep checkpoint (no state_dict)")
-    saved = (checkpoint.get("hyper_parameters") or {}).get("config")
-    if not saved or not isinstance(saved, dict):
-        raise CheckpointError(f"{path}: checkpoint has no saved config (hyper_parameters.config)")
+    checkpoint = checked_checkpoint(path)
+    saved = checkpoint["hyper_parameters"]["config"]
     # a checkpoint from before a class moved names its old path; then instantiating the saved config runs whatever
     # its _target_s name: refuse all but the allowlist first
     saved = renamed_targets(saved)

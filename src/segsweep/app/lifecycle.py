@@ -48,6 +48,7 @@ from segsweep.data.contract import SegmentationData
 from segsweep.runs.callbacks.metrics_file import failure_text
 from segsweep.runs.cli import USER_ERRORS, one_line
 from segsweep.runs.console import route_to_run_log
+from segsweep.runs.files import NoRoomError
 from segsweep.runs.record import completed_record, mark_failed, record_path, recorded_value
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,9 @@ def training_command(cfg: DictConfig, work: Work) -> float | None:
         metrics = work(cfg, datamodule, resume_overrides)
     except Exception as error:
         record_failure(run_dir, cfg, error, own_run=not completed_before)
+        if isinstance(error, NoRoomError) and not in_multirun():  # the machine's state, not a bug: no traceback
+            log.error("train failed: %s", error)
+            raise SystemExit(1) from None
         if not in_multirun():
             raise
         log.exception("job failed: %s", error)
@@ -129,7 +133,10 @@ def record_failure(run_dir: Path, cfg: DictConfig, error: BaseException, own_run
     if int(os.environ.get("RANK", "0")) != 0:
         return
     config = OmegaConf.to_container(cfg, resolve=False)
-    mark_failed(record_path(run_dir), config, failure_text(error), own_run=own_run)
+    try:
+        mark_failed(record_path(run_dir), config, failure_text(error), own_run=own_run)
+    except NoRoomError as full:  # the disk that failed the run: the record as it was is kept whole
+        log.warning("the failure is not recorded in metrics.json: %s", full)
 
 
 def _refuse(run_dir: Path, cfg: DictConfig, error: BaseException) -> float:

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segsweep.app.rundir import RECORDS, has_run_records
 from segsweep.runs.allowlist import check_config, check_saved_config, renamed_targets
-from segsweep.runs.checkpoint import load_checkpoint, resolve_checkpoint
+from segsweep.runs.checkpoint import checked_checkpoint, resolve_checkpoint
 
 # What a resumed run accepts: how long it trains and how this machine runs and shows it, never what it learns.
 # (A bit-identical continuation also needs the same thread count: CPU conv reductions depend on it.)
@@ -65,7 +65,7 @@ def saved_config(run_dir: str | Path) -> tuple[DictConfig, list[str]] | None:
         overrides_file = records / "overrides.yaml"
         overrides = (yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else None) or []
     elif last.is_file():
-        saved = renamed_targets((load_checkpoint(last).get("hyper_parameters") or {}).get("config") or {})
+        saved = renamed_targets(checked_checkpoint(last)["hyper_parameters"]["config"])
         # instantiating a config read from a file runs whatever its _target_s name: the allowlist decides first
         check_saved_config(saved, str(last))
         config, overrides = OmegaConf.create(saved), []

@@ -32,10 +32,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from segsweep import machine
 from segsweep.app.build import build_datamodule
+from segsweep.app.resume import fit_checkpoint
 from segsweep.app.typecheck import check_types
 from segsweep.data.contract import SegmentationData
 from segsweep.data.scenes_datamodule import SceneDataModule
 from segsweep.models.module import metric_names
+from segsweep.runs.checkpoint import checked_checkpoint
 
 
 def validate(cfg: DictConfig) -> SegmentationData:
@@ -73,6 +75,9 @@ def validate(cfg: DictConfig) -> SegmentationData:
         raise ValueError(f"resume: expected true, false or auto, got {cfg.resume!r}")
     if cfg.get("resume") is True and not (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file():
         raise FileNotFoundError(f"resume=true: {cfg.paths.output_dir} has no checkpoints/last.ckpt to resume from")
+    resumed = fit_checkpoint(cfg)
+    if resumed is not None and Path(resumed).is_file():  # read again by fit: a file it cannot continue is one line now
+        checked_checkpoint(resumed, for_fit=True)
     _check_optimization(cfg)
     _check_memory(datamodule)
     return datamodule

@@ -47,6 +47,26 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     return checkpoint
 
 
+# what Lightning's fit restores (its checkpoint connector), with their types: a file without them cannot be continued
+FIT_KEYS = {"epoch": int, "global_step": int, "loops": dict, "optimizer_states": list, "pytorch-lightning_version": str}
+
+
+def checked_checkpoint(path: str | Path, for_fit: bool = False) -> dict[str, Any]:
+    """The checkpoint of ``path`` (a file or run dir), its outline checked: a state_dict, the saved config and, for
+    ``fit`` to continue from it, Lightning's own keys; anything else is one line naming the file."""
+    path = resolve_checkpoint(path, "last.ckpt" if for_fit else "best.ckpt")
+    checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: not a segsweep checkpoint (no state_dict)")
+    saved = checkpoint.get("hyper_parameters")
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict) or not saved["config"]:
+        raise CheckpointError(f"{path}: checkpoint has no saved config (hyper_parameters.config)")
+    for key, kind in FIT_KEYS.items() if for_fit else ():
+        if not isinstance(checkpoint.get(key), kind):
+            raise CheckpointError(f"{path}: cannot continue training from it ({key} is not a {kind.__name__})")
+    return checkpoint
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint I/O: temp file + rename on save, ``weights_only=True`` on load."""
 

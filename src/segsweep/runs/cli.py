@@ -12,6 +12,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from segsweep.runs.checkpoint import CheckpointError
+from segsweep.runs.files import NoRoomError
 
 
 class UsageError(OSError):
@@ -28,6 +29,7 @@ USER_ERRORS = (
     FileExistsError,
     PermissionError,
     ValueError,
+    NoRoomError,
 )
 
 
@@ -37,7 +39,7 @@ def one_line(error: BaseException) -> str:
         error = error.__cause__  # the cause names the bad key or file
     text = str(error).strip()
     first = text.splitlines()[0] if text else type(error).__name__
-    return first if isinstance(error, (ValueError, UsageError)) else f"{type(error).__name__}: {first}"
+    return first if isinstance(error, (ValueError, UsageError, NoRoomError)) else f"{type(error).__name__}: {first}"
 
 
 def prepare_output_dir(path: Path) -> Path:

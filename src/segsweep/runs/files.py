@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
@@ -12,21 +13,51 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+# a write that failed for want of room: on the device, in a quota, or under the process's file size limit
+NO_ROOM = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file size limit exceeded"}
+
+
+class NoRoomError(OSError):
+    """A file that could not be written for want of room, named in one line; the file it replaces is intact."""
+
+
+class _Writes:
+    """The temp file as ``write`` sees it, keeping the OSError of a failed write: torch.save turns that error into a
+    RuntimeError ("unexpected pos ...") without its errno."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file, self.error = file, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
 
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call ``write`` on a temp file beside ``path``, fsync, then rename it over ``path``."""
+    """Call ``write`` on a temp file beside ``path``, fsync, then rename it over ``path``; a full disk is a NoRoomError."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    writes = None
     try:
         with os.fdopen(handle, "wb") as file:
-            write(file)
+            writes = _Writes(file)
+            write(writes)  # type: ignore[arg-type]  # a file in all but name
             file.flush()
             os.fsync(file.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        cause = error if isinstance(error, OSError) else getattr(writes, "error", None)
+        if cause is not None and cause.errno in NO_ROOM:
+            raise NoRoomError(f"{NO_ROOM[cause.errno]} while writing {path}") from error
         raise
     return path
 
