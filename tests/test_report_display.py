@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 from rich.console import Console
 
 from segsweep.report import write_report
+from segsweep.sweep import plots
 from segsweep.sweep.summary import summarize
 from segsweep.sweep.tables import print_report
 
@@ -81,3 +83,24 @@ def test_a_table_that_fits_stays_one_table_with_the_classes_as_columns(tmp_path)
     text = _printed(_search_like_sweep(tmp_path, classes), 240)
     header = next(line for line in text.splitlines() if "rank" in line)
     assert "Test IoU per class" not in text and "pedestrian" in text.split("rank")[0] + header
+
+
+def _bars(classes: list[str], groups: int) -> tuple[list[str], list[list[float]], list[list[float]]]:
+    labels = [f"loss=loss_number_{index},optimizer.lr=0.001" for index in range(groups)]
+    means = [[math.nan if name in ABSENT else 0.5 + 0.02 * group for name in classes] for group in range(groups)]
+    return labels, means, [[0.01] * len(classes) for _ in range(groups)]
+
+
+@pytest.mark.parametrize(("classes", "groups"), [(CITYSCAPES, 3), (["background", "road", "car", "pedestrian"], 4)])
+def test_per_class_iou_is_sized_to_the_classes_leaves_absent_ones_out_and_the_legend_off_the_bars(tmp_path, classes, groups):
+    labels, means, stds = _bars(classes, groups)
+    figure = plots.per_class_figure(labels, classes, means, stds)
+    axes = figure.axes[0]
+    assert [tick.get_text() for tick in axes.get_xticklabels()] == [name for name in classes if name not in ABSENT]
+    renderer = figure.canvas.get_renderer()
+    legend, frame, whole = axes.get_legend().get_window_extent(renderer), axes.get_window_extent(renderer), figure.bbox
+    assert legend.x0 >= frame.x1  # beside the axes, not over the bars
+    assert whole.x0 <= legend.x0 and legend.x1 <= whole.x1 and legend.y0 >= whole.y0 and legend.y1 <= whole.y1
+    path = plots.per_class_iou(labels, classes, means, stds, tmp_path / "per_class_iou.png")
+    with Image.open(path) as image:
+        assert 600 <= image.width <= 1600, image.size

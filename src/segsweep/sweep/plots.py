@@ -115,6 +115,39 @@ def differences(
     return _save(figure, path)
 
 
+def per_class_figure(
+    labels: Sequence[str], class_names: Sequence[str], means: Sequence[Sequence[float]], stds: Sequence[Sequence[float]]
+) -> Figure:
+    """Grouped bars: test IoU of each class (x) for each group (bars), error bars = std over seeds. Classes no group
+    has a value for (absent from the test split) are left out; the width grows with the bars up to 16 inches; the
+    legend sits right of the axes, off the bars."""
+    mean = np.asarray(means, dtype=float).reshape(len(labels), len(class_names))
+    std = np.nan_to_num(np.asarray(stds, dtype=float).reshape(mean.shape))
+    present = [index for index in range(len(class_names)) if not np.isnan(mean[:, index]).all()]
+    names = [class_names[index] for index in present]
+    groups = max(1, len(labels))
+    legend = min(5.0, 0.5 + 0.07 * max((len(label) for label in labels), default=0))  # inches, for the legend's text
+    figure = Figure(figsize=(min(16.0, max(6.0, 1.5 + len(names) * (0.35 + 0.22 * groups) + legend)), 4.5))
+    axes = figure.add_subplot()
+    x = np.arange(len(names))
+    width = 0.8 / groups
+    for index, label in enumerate(labels):
+        offset = (index - (groups - 1) / 2) * width
+        axes.bar(x + offset, mean[index, present], width, yerr=std[index, present], capsize=3, label=label)
+    slanted = len(names) > 6 or max((len(name) for name in names), default=0) > 10
+    axes.set_xticks(x, names, rotation=30 if slanted else 0, ha="right" if slanted else "center")
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("test IoU")
+    left_out = len(class_names) - len(names)
+    absent = f"; {left_out} class(es) absent from the test split left out" if left_out else ""
+    axes.set_title(f"Test IoU per class (mean over seeds, error bar = std{absent})")
+    axes.grid(axis="y", alpha=0.3)
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    FigureCanvasAgg(figure)
+    figure.tight_layout()
+    return figure
+
+
 def per_class_iou(
     labels: Sequence[str],
     class_names: Sequence[str],
@@ -122,21 +155,8 @@ def per_class_iou(
     stds: Sequence[Sequence[float]],
     path: Path,
 ) -> Path:
-    """Grouped bars: test IoU of each class (x) for each group (bars), error bars = std over seeds."""
-    figure = Figure(figsize=(max(6.0, 1.2 * len(class_names) * max(1, len(labels)) ** 0.5 + 2), 4.5))
-    axes = figure.add_subplot()
-    x = np.arange(len(class_names))
-    width = 0.8 / max(1, len(labels))
-    for index, label in enumerate(labels):
-        errors = np.nan_to_num(np.asarray(stds[index], dtype=float))
-        axes.bar(x + (index - (len(labels) - 1) / 2) * width, means[index], width, yerr=errors, capsize=3, label=label)
-    axes.set_xticks(x, class_names)
-    axes.set_ylim(0, 1)
-    axes.set_ylabel("test IoU")
-    axes.set_title("Test IoU per class (mean over seeds, error bar = std)")
-    axes.grid(axis="y", alpha=0.3)
-    axes.legend(fontsize="small")
-    return _save(figure, path)
+    """per_class_iou.png: `per_class_figure`."""
+    return _save(per_class_figure(labels, class_names, means, stds), path)
 
 
 def per_case(cases: PerCase | None, path: Path) -> Path | None:
