@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import LogFormatterSciNotation, MaxNLocator, NullFormatter
 
 from segsweep.runs.files import write_atomic
@@ -24,9 +25,10 @@ from segsweep.sweep.search import SearchPlot
 Curve = Sequence[tuple[int, float, int | None]]  # (epoch counted from 1, val mIoU, training images seen by then or None)
 
 
-def _save(figure: Figure, path: Path, dpi: int = 100) -> Path:
+def _save(figure: Figure, path: Path, dpi: int = 100, bottom: float = 0.0) -> Path:
+    """Laid out (``bottom``: the share of the height kept free, for a figure legend) and written as PNG."""
     FigureCanvasAgg(figure)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0.0, bottom, 1.0, 1.0))
     return write_atomic(path, lambda file: figure.savefig(file, format="png", dpi=dpi))
 
 
@@ -124,16 +126,15 @@ def per_class_figure(
     mean = np.asarray(means, dtype=float).reshape(len(labels), len(class_names))
     std = np.nan_to_num(np.asarray(stds, dtype=float).reshape(mean.shape))
     present = [index for index in range(len(class_names)) if not np.isnan(mean[:, index]).all()]
-    names = [class_names[index] for index in present]
-    groups = max(1, len(labels))
+    names, groups = [class_names[index] for index in present], max(1, len(labels))
     legend = min(5.0, 0.5 + 0.07 * max((len(label) for label in labels), default=0))  # inches, for the legend's text
     figure = Figure(figsize=(min(16.0, max(6.0, 1.5 + len(names) * (0.35 + 0.22 * groups) + legend)), 4.5))
     axes = figure.add_subplot()
-    x = np.arange(len(names))
-    width = 0.8 / groups
+    x, width = np.arange(len(names)), 0.8 / groups
     for index, label in enumerate(labels):
-        offset = (index - (groups - 1) / 2) * width
-        axes.bar(x + offset, mean[index, present], width, yerr=std[index, present], capsize=3, label=label)
+        axes.bar(
+            x + (index - (groups - 1) / 2) * width, mean[index, present], width, yerr=std[index, present], capsize=3, label=label
+        )
     slanted = len(names) > 6 or max((len(name) for name in names), default=0) > 10
     axes.set_xticks(x, names, rotation=30 if slanted else 0, ha="right" if slanted else "center")
     axes.set_ylim(0, 1)
@@ -143,8 +144,7 @@ def per_class_figure(
     axes.set_title(f"Test IoU per class (mean over seeds, error bar = std{absent})")
     axes.grid(axis="y", alpha=0.3)
     axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    FigureCanvasAgg(figure)
-    figure.tight_layout()
+    FigureCanvasAgg(figure).figure.tight_layout()  # `_save` lays it out again: the same result
     return figure
 
 
@@ -184,20 +184,25 @@ def per_case(cases: PerCase | None, path: Path) -> Path | None:
     return _save(figure, path)
 
 
-def prediction_grid(columns: Mapping[str, np.ndarray], path: Path) -> Path:
-    """Rows: images; columns: ``columns`` in order (uint8 [N,H,W,3] arrays each, e.g. input, ground truth, one per run)."""
+def prediction_grid(columns: Mapping[str, Sequence[np.ndarray]], legend: Sequence[tuple[str, Sequence[int]]], path: Path) -> Path:
+    """Rows: images; columns: ``columns`` in order (uint8 [H,W,3] arrays each, any size: e.g. input, ground truth,
+    one per run); below, the legend: (class name, RGB colour) of each class drawn."""
     rows = min(len(images) for images in columns.values())
-    figure = Figure(figsize=(1.8 * len(columns), 1.8 * rows + 0.4))
+    legend_rows = math.ceil(len(legend) / 6)
+    figure = Figure(figsize=(1.8 * max(len(columns), 3), 1.8 * rows + 0.4 + 0.3 * legend_rows))
     grid = figure.subplots(rows, len(columns), squeeze=False)
     for column, (title, images) in enumerate(columns.items()):
         for row in range(rows):
             axes = grid[row, column]
-            axes.imshow(images[row], interpolation="nearest")
+            axes.imshow(images[row], interpolation="antialiased")
             axes.set_xticks([])
             axes.set_yticks([])
             if row == 0:
                 axes.set_title(title, fontsize="small")
-    return _save(figure, path)
+    if legend:
+        handles = [Patch(facecolor=np.asarray(color) / 255, edgecolor="black", label=name) for name, color in legend]
+        figure.legend(handles=handles, loc="lower center", ncol=min(6, len(legend)), fontsize="small", frameon=False)
+    return _save(figure, path, bottom=0.3 * legend_rows / figure.get_figheight() + (0.02 if legend else 0.0))
 
 
 def confusion_matrix_png(counts: np.ndarray, share: np.ndarray, class_names: Sequence[str], title: str, path: Path) -> Path:
