@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from segsweep.app.sources import every_class_scenes
 from segsweep.data.classes import DatasetClasses
 from segsweep.data.scenes import SCENE_CLASSES, SceneSpec, generate_scenes
 from segsweep.report import DISPLAY_SIZE
@@ -55,3 +56,14 @@ def test_report_grids_show_whole_images_shrunk_to_fit():
     small = torch.randint(0, 256, (3, 40, 56), dtype=torch.uint8)
     assert torch.equal(shrink(small, DISPLAY_SIZE), small)
     assert np.array_equal(present([torch.tensor([[0, 255], [2, 2]])], 4), [0, 2])
+
+
+def test_generated_scenes_to_predict_show_every_class(caplog):
+    spec = SceneSpec()
+    indices = every_class_scenes(spec, 0, 3, (64, 96), 4)
+    _, masks = generate_scenes(spec, 0, "predict", torch.tensor(indices), 64, 96)
+    assert 0 not in indices  # scene 0 has no pedestrian
+    assert all(set(mask.unique().tolist()) == {0, 1, 2, 3} for mask in masks)
+    # a class the config never draws: the first scenes fill in, and the log says so
+    assert every_class_scenes(SceneSpec(pedestrian_prob=0.0), 0, 2, (32, 32), 4) == [0, 1]
+    assert "only 0 of the first 200 scenes show every class" in caplog.text
