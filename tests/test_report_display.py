@@ -30,9 +30,9 @@ ABSENT = ("rider", "train")
 LRS = (0.00204722352812965, 0.000412345678901234, 0.0131234567890123)  # as Optuna writes them
 
 
-def _search_like_sweep(root: Path, classes: tuple[str, ...] | list[str] = CITYSCAPES) -> Path:
-    """Three groups of two seeds with long float overrides (an Optuna search) and a test IoU for each class."""
-    for group, lr in enumerate(LRS):
+def _search_like_sweep(root: Path, classes: tuple[str, ...] | list[str] = CITYSCAPES, lrs: tuple[float, ...] = LRS) -> Path:
+    """Groups of two seeds with long float overrides (an Optuna search) and a test IoU for each class."""
+    for group, lr in enumerate(lrs):
         for seed in (1, 2):
             job = root / f"{group}_{seed}"
             (job / ".hydra").mkdir(parents=True)
@@ -65,6 +65,15 @@ def test_console_tables_of_a_19_class_search_fit_the_terminal_without_cutting_nu
         if name not in ABSENT:
             assert {f"{0.5 + 0.05 * group + 0.015 + 0.01 * index:.3f}" for group in range(3)} <= words, name
     assert {"0.615", "0.565", "0.515", "0.007", "worse"} <= words
+
+
+def test_per_class_tables_of_many_groups_are_split_to_fit(tmp_path):
+    lrs = tuple(0.000123456789 * 1.7**index for index in range(14))
+    text = _printed(_search_like_sweep(tmp_path, lrs=lrs), 80)
+    tables = text.split("has the best test mIoU")[0]
+    assert max(len(line.rstrip()) for line in tables.splitlines()) <= 80
+    titles = " ".join(tables.split())
+    assert "(columns: the groups 1 to 9 by rank)" in titles and "(columns: the groups 10 to 14 by rank)" in titles
 
 
 def test_group_labels_and_the_headline_show_floats_at_4_significant_digits(tmp_path):

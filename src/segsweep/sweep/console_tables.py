@@ -1,4 +1,4 @@
-"""The report's console tables fitted to the console's width: per-class IoU folded into a second table when it does not fit."""
+"""The report's console tables fitted to the console's width: per-class IoU and the like in a table of their own if need be."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ def _widths(headers: Sequence[str], rows: Sequence[Sequence[str]], label: int, w
     word (column ``label``, the group or class names, at least 8 and at most what the others leave), then the room
     left handed out in column order up to each column's longest line."""
     columns = list(zip(headers, *rows))
-    natural = [max(_longest(header), *(_longest(cell, "\n") for cell in cells)) for header, *cells in columns]
-    words = [max(_longest(header), *(_longest(cell) for cell in cells)) for header, *cells in columns]
+    natural = [max([_longest(header), *(_longest(cell, "\n") for cell in cells)]) for header, *cells in columns]
+    words = [max([_longest(header), *(_longest(cell) for cell in cells)]) for header, *cells in columns]
     room = width - 2 * len(headers)  # two spaces between columns, one at either edge (the box's)
     if sum(natural) <= room:
         return natural, True
@@ -108,12 +108,12 @@ def detail_tables(groups: Sequence[Group], details: Sequence[Column], ranks: Seq
     names = [header for header, _ in details]
     cells = [[str(cell(group)) for group in groups] for _, cell in details]
     cell_width = max([len(rank) for rank in ranks] + [_longest(cell) for row in cells for cell in row])
-    per_table = max(1, (console.width - max(map(len, names))) // (cell_width + 2))
+    per_table = max(1, (console.width - max(map(len, names)) - 2) // (cell_width + 2))  # as `_widths` counts the room
     tables = []
     for start in range(0, len(groups), per_table):
         chosen = range(start, min(start + per_table, len(groups)))
-        part = f", groups {chosen[0] + 1} to {chosen[-1] + 1}" if per_table < len(groups) else ""
-        title = f"Test IoU per class, pixel acc, boundary F1 (columns: groups by rank{part})"
+        part = f" {chosen[0] + 1} to {chosen[-1] + 1}" if per_table < len(groups) else ""
+        title = f"Test IoU per class, pixel acc, boundary F1 (columns: the groups{part} by rank)"
         rows = [[name, *(row[index] for index in chosen)] for name, row in zip(names, cells)]
         headers = ["test", *(ranks[index] for index in chosen)]
         tables.append(_table(title, headers, rows, [None] * len(rows), label=0, width=console.width)[0])
