@@ -18,12 +18,14 @@ from tensorboard.backend.event_processing.event_multiplexer import EventMultiple
 from segsweep.data import folder_files
 from segsweep.data.augment import Augment, AugmentSpec
 from segsweep.data.folder import FolderDataModule
+from segsweep.data.images import read_image
 from segsweep.data.scenes_datamodule import SceneDataModule
 from segsweep.export_scenes import default_scene, export
 from segsweep.export_scenes import main as export_main
 from segsweep.inference import sliding_window_inference
 from segsweep.models.module import SegmentationModule
 from segsweep.models.nets.unet import UNet
+from segsweep.report import prediction_columns
 
 from .helpers.commands import run_module
 from .helpers.folders import COLORS, NAMES, classes_yaml, image_for, write_pair
@@ -423,3 +425,9 @@ def test_a_loss_sweep_on_a_folder_reports_its_classes(tmp_path):
     with (sweep_dir / "report.csv").open() as file:
         rows = list(csv.DictReader(file))
     assert {row["group"] for row in rows} == {"loss=ce", "loss=dice"} and "test/iou/walker" in rows[0]
+    # predictions.png: whole test images (40 px; not a crop_size crop), with a legend of the folder's classes
+    columns, notes, shown = prediction_columns({"loss=ce": sweep_dir / "loss=ce,seed=1"}, 2)
+    first = read_image(sorted((root / "test" / "images").iterdir())[0]).permute(1, 2, 0).numpy()
+    assert not notes and first.shape == (40, 40, 3) and np.array_equal(columns["input"][0], first)
+    assert columns["loss=ce"][0].shape == first.shape
+    assert shown and {name for name, _ in shown} <= {"sky", "street", "auto", "walker"}

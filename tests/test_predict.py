@@ -13,8 +13,9 @@ from PIL import Image
 
 from segsweep.app.sources import parse_size
 from segsweep.data.images import ImageError, read_image
-from segsweep.data.scenes import CLASS_COLORS
+from segsweep.data.scenes import CLASS_COLORS, SCENE_CLASSES
 from segsweep.models.metrics import confusion_matrix, iou_from_confusion
+from segsweep.runs.visualize import overlay
 
 from .helpers.commands import error_lines, run_module
 
@@ -36,9 +37,19 @@ def check_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
     return values
 
 
-def check_overlay(path: Path, size: tuple[int, int]) -> None:
+def check_overlay(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """An RGB PNG: the (height, width) overlay at the top left, a legend below (as wide as the overlay, or wider)."""
+    with Image.open(path) as image:
+        assert image.mode == "RGB" and image.width >= size[1] and image.height > size[0]
+        pixels = np.array(image)
+    assert (pixels[size[0] :, : size[1]] == 0).any()  # the legend's black text under the image
+    return pixels[: size[0], : size[1]]
+
+
+def check_image(path: Path, size: tuple[int, int]) -> np.ndarray:
     with Image.open(path) as image:
         assert image.mode == "RGB" and image.size == (size[1], size[0])
+        return np.array(image)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +91,13 @@ def test_a_generated_scene_by_sliding_window(fast_run, tmp_path):
     assert 0.0 <= entry["mIoU"] <= 1.0 and set(entry["iou"]) == {"background", "road", "car", "pedestrian"}
     mask = check_mask(Path(entry["mask"]), (512, 768))
     truth = check_mask(Path(entry["truth"]), (512, 768))
-    check_overlay(Path(entry["overlay"]), (512, 768))
-    check_overlay(Path(entry["image"]), (512, 768))
+    assert set(np.unique(truth)) == {0, 1, 2, 3}  # the generated scene shows every class (scene 0 has no pedestrian)
+    assert entry["scene"]["index"] > 0 and entry["name"] == f"scene_{entry['scene']['index']:04d}"
+    overlaid = check_overlay(Path(entry["overlay"]), (512, 768))
+    image = torch.from_numpy(check_image(Path(entry["image"]), (512, 768))).permute(2, 0, 1)
+    # drawn in the overlay colours (tests/test_overlays.py: they stand out from the image), not the masks' palette
+    expected = overlay(image[None], torch.from_numpy(mask)[None], SCENE_CLASSES.overlay_colors)[0]
+    assert np.array_equal(overlaid, expected.permute(1, 2, 0).numpy())
     iou = iou_from_confusion(confusion_matrix(torch.from_numpy(truth), torch.from_numpy(mask), 4)).tolist()
     present = [value for value in iou if value == value]
     assert entry["mIoU"] == pytest.approx(sum(present) / len(present))

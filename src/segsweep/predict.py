@@ -1,10 +1,12 @@
 """Prediction entry point: ``python -m segsweep.predict ckpt_path=... input=...`` / ``segsweep-predict``.
 
 ``input`` is an image file, a folder (its images, sorted by name), a list of those, or
-``generate`` (``count`` generated scenes of split "predict", ``size`` px, with ground truth).
+``generate`` (``count`` generated scenes of split "predict", ``size`` px, with ground truth: the first scenes in
+which every class is visible).
 Images larger than the training size are segmented by sliding-window inference over tiles of the
 training size. For each image the run's output dir gets ``<name>_mask.png`` (the class indices as
-an indexed PNG whose palette holds the class colours) and ``<name>_overlay.png``; a generated scene
+an indexed PNG whose palette holds the class colours) and ``<name>_overlay.png`` (the mask blended over the image in
+colours that stand out from it, above a legend of the classes shown); a generated scene
 also gets ``<name>_image.png`` and ``<name>_truth.png``, and its mIoU. Everything is summarised in
 ``predictions.json``.
 
@@ -36,7 +38,7 @@ from segsweep.app.config import CONFIG_DIR
 from segsweep.app.lifecycle import user_command
 from segsweep.app.preflight import checked_command
 from segsweep.app.resolvers import register_resolvers
-from segsweep.app.sources import Source, collect_sources, parse_size
+from segsweep.app.sources import Source, collect_sources, every_class_scenes, name_outputs, parse_size
 from segsweep.app.typecheck import ENTRY_POINT_TYPES, check_types
 from segsweep.data.images import ImageError, palette_png, read_image, rgb_png
 from segsweep.data.scenes import generate_scenes
@@ -46,7 +48,7 @@ from segsweep.runs.checkpoint import resolve_checkpoint
 from segsweep.runs.cli import configure_torch, json_safe, one_line, prepare_output_dir, require, resolve_device
 from segsweep.runs.console import table_console
 from segsweep.runs.files import write_files, write_json_atomic
-from segsweep.runs.visualize import overlay
+from segsweep.runs.visualize import overlay, present, with_legend
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -100,7 +102,7 @@ def predict_one(source: Source, predictor: Predictor, cfg: DictConfig, scene: di
         mask, tiles = predictor(image)
         files = {
             output_dir / f"{source.name}_mask.png": palette_png(mask, colors),
-            output_dir / f"{source.name}_overlay.png": rgb_png(overlay(image[None], mask[None], colors, cfg.alpha)[0]),
+            output_dir / f"{source.name}_overlay.png": rgb_png(_overlay(image, mask, cfg.alpha, context)),
         }
         if truth is not None:
             files[output_dir / f"{source.name}_image.png"] = rgb_png(image)
@@ -121,6 +123,13 @@ def predict_one(source: Source, predictor: Predictor, cfg: DictConfig, scene: di
         result.update(status="failed", error=message.strip().splitlines()[0])
         log.error("failed: %s", result["error"])
     result["time_s"] = round(time.perf_counter() - started, 3)
+
+
+def _overlay(image: Tensor, mask: Tensor, alpha: float, context: dict[str, Any]) -> Tensor:
+    """The mask blended over the image in the overlay palette, above a legend of the classes it shows."""
+    colors, names = context["overlay_colors"], context["class_names"]
+    blended = overlay(image[None], mask[None], colors, alpha)[0]
+    return with_legend(blended, names, colors, present([mask], len(names)))
 
 
 def print_summary(results: list[dict[str, Any]], class_names: list[str], console: Console) -> None:
@@ -182,6 +191,11 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         datamodule = instantiate(saved.data)  # its scene spec and data seed: scenes like the training ones
         seed = datamodule.data_seed if cfg.scene_seed is None else int(cfg.scene_seed)
         scene = {"spec": datamodule.spec, "seed": seed, "size": size}
+        generated = [source for source in sources if source.path is None]
+        indices = every_class_scenes(datamodule.spec, seed, len(generated), size, len(class_names))
+        for source, index in zip(generated, indices):
+            source.index = index
+        name_outputs(sources)
     # progress bars are for terminals; piped or logged output gets the per-image log lines only
     show_progress = bool(cfg.progress) and sys.stdout.isatty()
     predictor = Predictor(cfg, module, roi, device, progress=show_progress)
@@ -197,6 +211,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     context = {
         "output_dir": output_dir,
         "colors": colors,
+        "overlay_colors": list(module.classes.overlay_colors),
         "class_names": class_names,
         "ignore_index": module.classes.ignore_index,
     }

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 # Runs that differ only in how they train (order seed, batch size, workers) share their test scenes.
 TEST_DATA_KEYS = ("image_size", "test_size", "data_seed", "scene", "root")
+# px: the longest side of an image in predictions.png (whole images, shrunk to fit its grid)
+DISPLAY_SIZE = 384
 
 
 def _plots(report: Report, num_images: int, search: Search | None) -> None:
@@ -114,26 +116,31 @@ def _predictions(report: Report, path: Path, num_images: int) -> Path | None:
             report.notes.append(f"predictions.png: `{label}` left out, none of its jobs has checkpoints/best.ckpt")
     if not runs:
         return None
-    columns, notes = prediction_columns(runs, num_images)
+    columns, notes, legend = prediction_columns(runs, num_images)
     report.notes.extend(f"predictions.png: {note}" for note in notes)
-    return plots.prediction_grid(columns, path) if columns else None
+    return plots.prediction_grid(columns, legend, path) if columns else None
 
 
-def prediction_columns(runs: Mapping[str, Path], num_images: int) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Columns of predictions.png: input, ground truth, then each run's prediction of the first ``num_images``
-    test images (uint8 [N,H,W,3] arrays). Runs whose checkpoint does not load are left out, with a note."""
+def prediction_columns(
+    runs: Mapping[str, Path], num_images: int
+) -> tuple[dict[str, list[np.ndarray]], list[str], list[tuple[str, tuple[int, int, int]]]]:
+    """Columns of predictions.png: input, ground truth, then each run's prediction of the first ``num_images`` whole
+    test images (segmented at full resolution as the test metrics were, shrunk to `DISPLAY_SIZE`: uint8 [h,w,3]
+    arrays); and the legend, (name, overlay colour) of each class shown. Runs whose checkpoint does not load are
+    left out, with a note."""
     import torch
     from hydra.utils import instantiate
 
     from segsweep.app.build import load_module
     from segsweep.data.contract import SegmentationData
     from segsweep.inference import to_unit_float
-    from segsweep.runs.visualize import overlay
+    from segsweep.runs.visualize import shrink
 
-    columns: dict[str, np.ndarray] = {}
+    columns: dict[str, list[np.ndarray]] = {}
     reference_key: str | None = None
     notes: list[str] = []
     datamodules: dict[str, SegmentationData] = {}
+    shown: set[int] = set()
     for label, run_dir in runs.items():
         name = label.replace("\n", " ")
         try:
@@ -142,23 +149,34 @@ def prediction_columns(runs: Mapping[str, Path], num_images: int) -> tuple[dict[
             if key not in datamodules:
                 datamodules[key] = instantiate(cfg.data)
                 datamodules[key].setup("test")
-            images, masks = datamodules[key].sample_images("test", num_images)
+            pairs = datamodules[key].whole_images("test", num_images)
             with torch.inference_mode():
-                predicted = module(to_unit_float(images)).argmax(1)
+                predicted = [module.whole_image_logits(to_unit_float(image[None]))[0].argmax(0) for image, _ in pairs]
         except Exception as error:  # one unreadable run must not cost the others their column
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
             notes.append(f"{name}: no predictions ({type(error).__name__}: {first_line})")
             continue
-        colors = module.classes.colors
+        classes = module.classes
         if reference_key is None:
             reference_key = key
-            columns["input"] = images.permute(0, 2, 3, 1).numpy()
-            columns["ground truth"] = overlay(images, masks, colors).permute(0, 2, 3, 1).numpy()
+            columns["input"] = [shrink(image, DISPLAY_SIZE).permute(1, 2, 0).numpy() for image, _ in pairs]
+            columns["ground truth"] = _overlays(pairs, [mask for _, mask in pairs], classes.overlay_colors, shown)
         elif key != reference_key:
             notes.append(f"{name}: its data config differs, so its column shows its own test images")
             label = f"{label}\n(own images)"
-        columns[label] = overlay(images, predicted, colors).permute(0, 2, 3, 1).numpy()
-    return columns, notes
+        columns[label] = _overlays(pairs, predicted, classes.overlay_colors, shown)
+    legend = [(classes.names[index], classes.overlay_colors[index]) for index in sorted(shown)] if columns else []
+    return columns, notes, legend
+
+
+def _overlays(pairs: Sequence[tuple[Any, Any]], masks: Sequence[Any], colors: Sequence[Any], shown: set[int]) -> list[np.ndarray]:
+    """Each mask over its image in the overlay colours, shrunk to `DISPLAY_SIZE` (uint8 [h,w,3]); adds the classes
+    drawn to ``shown``."""
+    from segsweep.runs.visualize import overlay, present, shrink
+
+    shown.update(present(masks, len(colors)))
+    drawn = (overlay(image[None], mask[None], colors)[0] for (image, _), mask in zip(pairs, masks))
+    return [shrink(image, DISPLAY_SIZE).permute(1, 2, 0).numpy() for image in drawn]
 
 
 def write_report(report: Report, num_images: int = 4, plots: bool = True) -> Report:

@@ -8,13 +8,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import ListConfig
 
 from segsweep.data.images import list_images
+from segsweep.data.scenes import SceneSpec, generate_scenes
 
 log = logging.getLogger(__name__)
 
 GENERATE = "generate"
+# input=generate looks this far into split "predict" for scenes in which every class is visible (at 1024 px some 15 s
+# when none is: a class the scene config never draws)
+SCENE_SEARCH = 200
 
 
 @dataclass
@@ -71,12 +76,32 @@ def collect_sources(inputs: Any, count: int, failures: list[dict[str, Any]]) -> 
             sources.append(Source(name="", path=path))
         else:
             failures.append({"input": str(path), "status": "failed", "error": f"{path}: no such file or directory"})
-    _name_outputs(sources)
+    name_outputs(sources)
     return sources
 
 
-def _name_outputs(sources: list[Source]) -> None:
-    """Output name stems: the file stem, unless two inputs share it (a.png, a.jpg: a_png, a_jpg)."""
+def every_class_scenes(spec: SceneSpec, seed: int, count: int, size: tuple[int, int], num_classes: int) -> list[int]:
+    """The first ``count`` scenes of split "predict" (at ``size``) in which every class is visible, so that a
+    prediction shows them all; scenes that lack a class fill in (logged) if fewer turn up in the first `SCENE_SEARCH`."""
+    height, width = size
+    chunk = max(1, (1 << 22) // (height * width))  # scenes a call: some 4 megapixels
+    found: list[int] = []
+    for start in range(0, SCENE_SEARCH, chunk):
+        indices = torch.arange(start, min(start + chunk, SCENE_SEARCH))
+        _, masks = generate_scenes(spec, seed, "predict", indices, height, width)
+        for index, mask in zip(indices.tolist(), masks):
+            if len(found) < count and torch.bincount(mask.flatten().long(), minlength=num_classes).gt(0).all():
+                found.append(index)
+        if len(found) == count:
+            return found
+    log.warning(
+        "input=generate: only %d of the first %d scenes show every class; scenes lacking one fill in", len(found), SCENE_SEARCH
+    )
+    return found + [index for index in range(count + len(found)) if index not in found][: count - len(found)]
+
+
+def name_outputs(sources: list[Source]) -> None:
+    """Output name stems: the file stem, unless two inputs share it (a.png, a.jpg: a_png, a_jpg); generated scenes by index."""
     files = [source.path for source in sources if source.path is not None]
     stems = Counter(path.stem for path in files)
     names = Counter(path.name for path in files)

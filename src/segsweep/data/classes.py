@@ -23,6 +23,22 @@ def distinct_colors(count: int) -> tuple[Color, ...]:
     return tuple(colors)
 
 
+# Overlays' colours, the same for every dataset: saturated and far from what the classes look like (a dataset's own
+# palette often is what the class looks like: the scenes draw their cars, pedestrians and road in their mask colours,
+# Cityscapes' sky is sky blue), so a blended overlay stands out from the image. Sasha Trubetskoy's 20 distinct
+# colours, ordered so that the scenes' classes (sky/background, road, car, pedestrian) get the most distant ones.
+OVERLAY_COLORS: tuple[Color, ...] = (
+    (255, 225, 25), (70, 240, 240), (0, 130, 200), (240, 50, 230), (245, 130, 48), (210, 245, 60), (230, 25, 75),
+    (60, 180, 75), (145, 30, 180), (250, 190, 212), (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200),
+    (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
+)  # fmt: skip
+
+
+def overlay_colors(count: int) -> tuple[Color, ...]:
+    """The overlay colours of ``count`` classes: `OVERLAY_COLORS`, then golden-ratio hues."""
+    return OVERLAY_COLORS[:count] + distinct_colors(count)[len(OVERLAY_COLORS) :]
+
+
 @dataclass(frozen=True)
 class DatasetClasses:
     """Class ``i`` is ``names[i]``, drawn in ``colors[i]``; mask pixels equal to ``ignore_index`` are never scored."""
@@ -44,6 +60,11 @@ class DatasetClasses:
     @property
     def num_classes(self) -> int:
         return len(self.names)
+
+    @property
+    def overlay_colors(self) -> tuple[Color, ...]:
+        """What overlays on images draw the classes in (`OVERLAY_COLORS`); ``colors`` are the masks' palette."""
+        return overlay_colors(len(self.names))
 
     @classmethod
     def create(

@@ -235,11 +235,15 @@ class FolderDataModule(DerivedStatistics, pl.LightningDataModule):
     def sample_images(self, split: str, count: int) -> tuple[Tensor, Tensor]:
         """The first ``count`` images (uint8 [N,3,S,S]) and masks (long [N,S,S]) of ``split``, unaugmented; each
         centre-cropped or padded (mask: ignore index) to ``crop_size`` for the grid."""
+        items = self.whole_images(split, count)
+        fitted = [center_fit(image, mask, self.image_size, self.classes.ignore_index) for image, mask in items]
+        return torch.stack([image for image, _ in fitted]), torch.stack([mask for _, mask in fitted])
+
+    def whole_images(self, split: str, count: int) -> list[tuple[Tensor, Tensor]]:
+        """The first ``count`` images (uint8 [3,H,W]) and masks (long [H,W]) of ``split``, unaugmented, whole."""
         self.setup(split)
         dataset = self.splits[split]
-        items = [dataset.load(index) for index in range(min(count, len(dataset)))]
-        fitted = [center_fit(image, mask.long(), self.image_size, self.classes.ignore_index) for image, mask in items]
-        return torch.stack([image for image, _ in fitted]), torch.stack([mask for _, mask in fitted])
+        return [(image, mask.long()) for image, mask in map(dataset.load, range(min(count, len(dataset))))]
 
     # -- loaders
 

@@ -106,6 +106,10 @@ class SceneDataModule(DerivedStatistics, pl.LightningDataModule):
         dataset = self.splits[split]
         return dataset.images[:count], dataset.masks[:count].long()
 
+    def whole_images(self, split: str, count: int) -> list[tuple[Tensor, Tensor]]:
+        """The first ``count`` scenes of ``split`` as (uint8 [3,H,W] image, long [H,W] mask) pairs."""
+        return list(zip(*self.sample_images(split, count)))
+
     def generate(self, split: str) -> tuple[Tensor, Tensor]:
         """All images and masks of ``split``, generated in chunks to bound peak memory."""
         size = self.split_sizes[split]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import shutil
 import sys
 import warnings
 from typing import Any
@@ -82,9 +83,9 @@ class _OwnMessages(logging.Filter):
 
 
 def table_console() -> Console:
-    """A rich console for result tables: the terminal's width, or 160 columns when the output is not a terminal (a
-    pipe, CI), where rich would otherwise assume 80 and cut the tables' numbers (``0.9…``)."""
-    return Console(width=None if sys.stdout.isatty() else 160)
+    """A rich console for result tables: ``COLUMNS`` or the terminal's width, 160 columns when the output is not a
+    terminal (a pipe, CI), where rich would otherwise assume 80 and wrap the tables' rows."""
+    return Console(width=shutil.get_terminal_size(fallback=(160, 24)).columns)
 
 
 def significant(value: Any, digits: int = 4) -> str:

@@ -101,13 +101,14 @@ def headline(report: Report) -> str:
     winner = scored[0]
     n = len(winner.finished)
     if len(scored) == 1:
-        sentence = f"`{winner.label}`: test mIoU {_with_ci(winner)} over {n} seed(s); no other group to compare with."
+        sentence = f"`{shown_label(winner)}`: test mIoU {_with_ci(winner)} over {n} seed(s); no other group to compare with."
     else:
         runner = scored[1]
         margin = winner.mean("test/mIoU") - runner.mean("test/mIoU")
         sentence = (
-            f"`{winner.label}` has the best test mIoU, {_with_ci(winner)} over {n} seed(s), "
-            f"{margin:.3f} ahead of the runner-up `{runner.label}` ({_with_ci(runner)}). " + _verdict_sentence(report, runner)
+            f"`{shown_label(winner)}` has the best test mIoU, {_with_ci(winner)} over {n} seed(s), "
+            f"{margin:.3f} ahead of the runner-up `{shown_label(runner)}` ({_with_ci(runner)}). "
+            + _verdict_sentence(report, runner)
         )
     rare = f"test/iou/{report.rare_class}"
     if report.rare_class is not None and len(scored) > 1:

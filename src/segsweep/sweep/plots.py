@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import LogFormatterSciNotation, MaxNLocator, NullFormatter
 
 from segsweep.runs.files import write_atomic
@@ -24,9 +25,10 @@ from segsweep.sweep.search import SearchPlot
 Curve = Sequence[tuple[int, float, int | None]]  # (epoch counted from 1, val mIoU, training images seen by then or None)
 
 
-def _save(figure: Figure, path: Path, dpi: int = 100) -> Path:
+def _save(figure: Figure, path: Path, dpi: int = 100, bottom: float = 0.0) -> Path:
+    """Laid out (``bottom``: the share of the height kept free, for a figure legend) and written as PNG."""
     FigureCanvasAgg(figure)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0.0, bottom, 1.0, 1.0))
     return write_atomic(path, lambda file: figure.savefig(file, format="png", dpi=dpi))
 
 
@@ -115,6 +117,37 @@ def differences(
     return _save(figure, path)
 
 
+def per_class_figure(
+    labels: Sequence[str], class_names: Sequence[str], means: Sequence[Sequence[float]], stds: Sequence[Sequence[float]]
+) -> Figure:
+    """Grouped bars: test IoU of each class (x) for each group (bars), error bars = std over seeds. Classes no group
+    has a value for (absent from the test split) are left out; the width grows with the bars up to 16 inches; the
+    legend sits right of the axes, off the bars."""
+    mean = np.asarray(means, dtype=float).reshape(len(labels), len(class_names))
+    std = np.nan_to_num(np.asarray(stds, dtype=float).reshape(mean.shape))
+    present = [index for index in range(len(class_names)) if not np.isnan(mean[:, index]).all()]
+    names, groups = [class_names[index] for index in present], max(1, len(labels))
+    legend = min(5.0, 0.5 + 0.07 * max((len(label) for label in labels), default=0))  # inches, for the legend's text
+    figure = Figure(figsize=(min(16.0, max(6.0, 1.5 + len(names) * (0.35 + 0.22 * groups) + legend)), 4.5))
+    axes = figure.add_subplot()
+    x, width = np.arange(len(names)), 0.8 / groups
+    for index, label in enumerate(labels):
+        axes.bar(
+            x + (index - (groups - 1) / 2) * width, mean[index, present], width, yerr=std[index, present], capsize=3, label=label
+        )
+    slanted = len(names) > 6 or max((len(name) for name in names), default=0) > 10
+    axes.set_xticks(x, names, rotation=30 if slanted else 0, ha="right" if slanted else "center")
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("test IoU")
+    left_out = len(class_names) - len(names)
+    absent = f"; {left_out} class(es) absent from the test split left out" if left_out else ""
+    axes.set_title(f"Test IoU per class (mean over seeds, error bar = std{absent})")
+    axes.grid(axis="y", alpha=0.3)
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    FigureCanvasAgg(figure).figure.tight_layout()  # `_save` lays it out again: the same result
+    return figure
+
+
 def per_class_iou(
     labels: Sequence[str],
     class_names: Sequence[str],
@@ -122,21 +155,8 @@ def per_class_iou(
     stds: Sequence[Sequence[float]],
     path: Path,
 ) -> Path:
-    """Grouped bars: test IoU of each class (x) for each group (bars), error bars = std over seeds."""
-    figure = Figure(figsize=(max(6.0, 1.2 * len(class_names) * max(1, len(labels)) ** 0.5 + 2), 4.5))
-    axes = figure.add_subplot()
-    x = np.arange(len(class_names))
-    width = 0.8 / max(1, len(labels))
-    for index, label in enumerate(labels):
-        errors = np.nan_to_num(np.asarray(stds[index], dtype=float))
-        axes.bar(x + (index - (len(labels) - 1) / 2) * width, means[index], width, yerr=errors, capsize=3, label=label)
-    axes.set_xticks(x, class_names)
-    axes.set_ylim(0, 1)
-    axes.set_ylabel("test IoU")
-    axes.set_title("Test IoU per class (mean over seeds, error bar = std)")
-    axes.grid(axis="y", alpha=0.3)
-    axes.legend(fontsize="small")
-    return _save(figure, path)
+    """per_class_iou.png: `per_class_figure`."""
+    return _save(per_class_figure(labels, class_names, means, stds), path)
 
 
 def per_case(cases: PerCase | None, path: Path) -> Path | None:
@@ -164,20 +184,25 @@ def per_case(cases: PerCase | None, path: Path) -> Path | None:
     return _save(figure, path)
 
 
-def prediction_grid(columns: Mapping[str, np.ndarray], path: Path) -> Path:
-    """Rows: images; columns: ``columns`` in order (uint8 [N,H,W,3] arrays each, e.g. input, ground truth, one per run)."""
+def prediction_grid(columns: Mapping[str, Sequence[np.ndarray]], legend: Sequence[tuple[str, Sequence[int]]], path: Path) -> Path:
+    """Rows: images; columns: ``columns`` in order (uint8 [H,W,3] arrays each, any size: e.g. input, ground truth,
+    one per run); below, the legend: (class name, RGB colour) of each class drawn."""
     rows = min(len(images) for images in columns.values())
-    figure = Figure(figsize=(1.8 * len(columns), 1.8 * rows + 0.4))
+    legend_rows = math.ceil(len(legend) / 6)
+    figure = Figure(figsize=(1.8 * max(len(columns), 3), 1.8 * rows + 0.4 + 0.3 * legend_rows))
     grid = figure.subplots(rows, len(columns), squeeze=False)
     for column, (title, images) in enumerate(columns.items()):
         for row in range(rows):
             axes = grid[row, column]
-            axes.imshow(images[row], interpolation="nearest")
+            axes.imshow(images[row], interpolation="antialiased")
             axes.set_xticks([])
             axes.set_yticks([])
             if row == 0:
                 axes.set_title(title, fontsize="small")
-    return _save(figure, path)
+    if legend:
+        handles = [Patch(facecolor=np.asarray(color) / 255, edgecolor="black", label=name) for name, color in legend]
+        figure.legend(handles=handles, loc="lower center", ncol=min(6, len(legend)), fontsize="small", frameon=False)
+    return _save(figure, path, bottom=0.3 * legend_rows / figure.get_figheight() + (0.02 if legend else 0.0))
 
 
 def confusion_matrix_png(counts: np.ndarray, share: np.ndarray, class_names: Sequence[str], title: str, path: Path) -> Path:

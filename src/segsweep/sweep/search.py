@@ -74,9 +74,9 @@ class SearchPlot:
     params: dict[str, tuple[str, list[Any]]] = field(default_factory=dict)  # name -> (linear|log|category, values)
 
 
-def shown_label(group: Group) -> str:
+def shown_label(group: Group, separator: str = ",") -> str:
     """The group's label with its floats at 4 significant digits, as job dirs are named (Optuna writes values in full)."""
-    return ",".join(f"{key}={shown_value(value)}" for key, value in group.params.items()) or group.label
+    return separator.join(f"{key}={shown_value(value)}" for key, value in group.params.items()) or group.label
 
 
 def _number(text: str) -> float | None:

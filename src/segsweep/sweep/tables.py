@@ -6,12 +6,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from rich import box
 from rich.console import Console, RenderableType
 from rich.table import Table
 
 from segsweep.runs.console import table_console
 from segsweep.runs.files import csv_text
+from segsweep.sweep.console_tables import fitted_tables
 from segsweep.sweep.groups import Group, Report
 from segsweep.sweep.headline import fmt, pm
 from segsweep.sweep.intervals import Estimate
@@ -100,27 +100,39 @@ def csv_rows(report: Report) -> list[dict[str, Any]]:
     return rows
 
 
-def _columns(report: Report, compact: bool = False) -> list[tuple[str, Any]]:
-    """(header, cell function) of the comparison table; ``compact`` (the console) has short headers and std for test mIoU only."""
+def _columns(report: Report, compact: bool = False, details: bool = True) -> list[tuple[str, Any]]:
+    """(header, cell function) of the comparison table; ``compact`` (the console) has short headers and std for test
+    mIoU only; ``details=False`` leaves out `detail_columns`."""
     threshold = "-" if math.isnan(report.threshold) else f"{report.threshold:.3f}"
+    return [
+        ("group", shown_label),
+        ("seeds" if compact else "seeds done", lambda group: replicates_done(group.jobs)),
+        ("test mIoU" if compact else "test mIoU [95% CI]", lambda g: _counted(g, "test/mIoU", _miou_cell(g, compact))),
+        ("vs best" if compact else "paired diff vs best [95% CI] Holm p", lambda group: _diff_cell(group, compact)),
+        *(detail_columns(report, compact) if details else ()),
+        (f"epochs to {threshold}" if compact else f"epochs to val mIoU {threshold}", _converge_cell),
+        (f"images to {threshold}" if compact else f"train images to val mIoU {threshold}", _images_cell),
+        ("time s" if compact else "wall time s", lambda group: fmt(group.mean("wall_time_s"), 1)),
+    ]
+
+
+def _detail(compact: bool) -> Any:
+    """The cell function of a metric: its mean (the console) or mean ± std (report.md), marked when seeds lack it."""
 
     def detail(name: str) -> Any:
         if compact:
             return lambda group: _counted(group, name, fmt(group.mean(name)))
         return lambda group: _counted(group, name, pm(group.stats[name]))
 
-    return [
-        ("group", shown_label),
-        ("seeds" if compact else "seeds done", lambda group: replicates_done(group.jobs)),
-        ("test mIoU" if compact else "test mIoU [95% CI]", lambda g: _counted(g, "test/mIoU", _miou_cell(g, compact))),
-        ("vs best" if compact else "paired diff vs best [95% CI] Holm p", lambda group: _diff_cell(group, compact)),
-        *((name if compact else f"IoU {name}", detail(f"test/iou/{name}")) for name in report.class_names),
-        ("pixel acc", detail("test/pixel_acc")),
-        ("boundary F1", detail("test/boundary_f1")),
-        (f"epochs to {threshold}" if compact else f"epochs to val mIoU {threshold}", _converge_cell),
-        (f"images to {threshold}" if compact else f"train images to val mIoU {threshold}", _images_cell),
-        ("time s" if compact else "wall time s", lambda group: fmt(group.mean("wall_time_s"), 1)),
-    ]
+    return detail
+
+
+def detail_columns(report: Report, compact: bool = False) -> list[tuple[str, Any]]:
+    """(header, cell function) of the test IoU of each class, pixel accuracy and boundary F1 (what the console folds
+    into a table of their own when the terminal is too narrow)."""
+    detail = _detail(compact)
+    columns = [(name if compact else f"IoU {name}", detail(f"test/iou/{name}")) for name in report.class_names]
+    return [*columns, ("pixel acc", detail("test/pixel_acc")), ("boundary F1", detail("test/boundary_f1"))]
 
 
 def _is_best(report: Report, group: Group) -> bool:
@@ -211,29 +223,19 @@ def to_csv(report: Report) -> str:
     return csv_text(csv_rows(report))
 
 
-def rich_table(report: Report) -> Table:
-    """The console table, best group first in bold green; std of the per-class columns is in report.md."""
-    columns = _columns(report, compact=True)
-    title = f"Sweep {report.sweep_dir}: test metrics (IoU per class), epochs counted from 1, wall time"
-    table = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
-    table.add_column("rank", justify="right")
-    for index, (header, cell) in enumerate(columns):
-        keep = index in (0, 2, 3)  # the group label, test mIoU and the verdict are never folded
-        widest = max((len(str(cell(group))) for group in report.groups), default=1) if keep else None
-        table.add_column(header.replace(" ", "\n"), min_width=widest, no_wrap=keep, overflow="fold")
-    for rank, group in enumerate(report.groups, start=1):
-        best = _is_best(report, group)
-        table.add_row(
-            "best" if best else str(rank), *(str(cell(group)) for _, cell in columns), style="bold green" if best else None
-        )
-    return table
+def rich_tables(report: Report, console: Console) -> list[Table]:
+    """The console tables, fitted to the console's width (sweep/console_tables.py), best group first in bold green;
+    std of the per-class columns is in report.md."""
+    columns = _columns(report, compact=True, details=False)[1:]
+    best = [_is_best(report, group) for group in report.groups]
+    return fitted_tables(report, columns, detail_columns(report, compact=True), best, console)
 
 
 def print_report(report: Report, console: Console | None = None, tables: Sequence[RenderableType] = ()) -> None:
     """The table (best group in bold green), the other ``tables`` (a search's top trials), failed jobs, where the files are."""
-    # piped output (make, CI logs) would otherwise wrap the table at 80 columns
     console = console or table_console()
-    console.print(rich_table(report))
+    for table in rich_tables(report, console):
+        console.print(table)
     for table in tables:
         console.print(table)
     console.print(report.headline.replace("`", ""), highlight=False)
@@ -245,4 +247,5 @@ def print_report(report: Report, console: Console | None = None, tables: Sequenc
     for note in report.notes:
         console.print(f"note: {note}", highlight=False)
     if report.paths:
-        console.print(f"report: {', '.join(str(path) for path in report.paths.values())}", highlight=False)
+        # paths unbroken, to copy (the terminal wraps them, rich would insert line breaks)
+        console.print(f"report: {', '.join(str(path) for path in report.paths.values())}", highlight=False, soft_wrap=True)

@@ -26,5 +26,6 @@ class PredictionImages(pl.Callback):
         images, masks = trainer.datamodule.sample_images("val", self.num_images)
         with torch.inference_mode():
             predictions = pl_module(to_unit_float(images).to(pl_module.device)).argmax(dim=1)
-        grid = comparison_grid(images, masks, predictions, pl_module.classes.colors)
+        classes = pl_module.classes
+        grid = comparison_grid(images, masks, predictions, classes.overlay_colors, classes.names)
         trainer.logger.experiment.add_image("val/predictions", grid, global_step=trainer.global_step)
