@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,18 @@ from segsweep.sweep.verdicts import compare_to_best, pairs, seeds_needed
 
 # the swept key of a two-axis imbalance study (conf/rarity): groups are compared within one rarity level
 RARITY_KEY = "rarity"
-SUMMARY_METRICS = {"test/mIoU": "test mIoU", "test/pixel_acc": "pixel acc", "test/boundary_f1": "boundary F1"}
+# the test metrics a group summarises over its seeds; those of OPTIONAL_METRICS only where a run logged them (older
+# runs had no Dice; HD95 and NSD need module.surface_metrics=true)
+SUMMARY_METRICS = ("test/mIoU", "test/mDice", "test/pixel_acc", "test/boundary_f1")
+PER_CLASS_METRICS = ("iou", "dice", "hd95", "nsd")
+OPTIONAL_METRICS = re.compile(r"^test/(mDice|(dice|hd95|nsd)/.+)$")
+
+
+def summarised_metrics(finished: Sequence[Job], class_names: Sequence[str]) -> list[str]:
+    """The names of the test metrics a report summarises, the per-class ones in the dataset's class order."""
+    logged = {name for job in finished for name in job.metrics["test"]}
+    names = [*SUMMARY_METRICS, *(f"test/{kind}/{name}" for kind in PER_CLASS_METRICS for name in class_names)]
+    return [name for name in names if name in logged or not OPTIONAL_METRICS.match(name)]
 
 
 def class_names_of(jobs: Sequence[Job]) -> list[str]:
@@ -61,7 +73,7 @@ def summarize(sweep_dir: str | Path, threshold: float | None = None) -> Report:
     else:
         threshold_note = "set by hand (--threshold)"
     rare_class = rarest_class(finished, class_names)
-    metric_names = [*SUMMARY_METRICS, *(f"test/iou/{name}" for name in class_names)]
+    metric_names = summarised_metrics(finished, class_names)
     groups = []
     for label, members in group_jobs(readable, [key for key in keys if key not in REPLICATE_KEYS]).items():
         group = Group(

@@ -128,11 +128,18 @@ def _detail(compact: bool) -> Any:
 
 
 def detail_columns(report: Report, compact: bool = False) -> list[tuple[str, Any]]:
-    """(header, cell function) of the test IoU of each class, pixel accuracy and boundary F1 (what the console folds
-    into a table of their own when the terminal is too narrow)."""
+    """(header, cell function) of the test IoU of each class, mean Dice, pixel accuracy, boundary F1 and, where the
+    runs computed them, each class's HD95 and NSD (what the console folds into a table of their own when the terminal
+    is too narrow). report.csv has every class's Dice too."""
     detail = _detail(compact)
+    summarised = set(report.groups[0].stats) if report.groups else set()
     columns = [(name if compact else f"IoU {name}", detail(f"test/iou/{name}")) for name in report.class_names]
-    return [*columns, ("pixel acc", detail("test/pixel_acc")), ("boundary F1", detail("test/boundary_f1"))]
+    columns += [("mDice", detail("test/mDice"))] if "test/mDice" in summarised else []
+    columns += [("pixel acc", detail("test/pixel_acc")), ("boundary F1", detail("test/boundary_f1"))]
+    for kind in ("hd95", "nsd"):  # the surface metrics, in pixels and as a share of the boundary
+        names = [name for name in report.class_names if f"test/{kind}/{name}" in summarised]
+        columns += [(f"{kind.upper()} {name}", detail(f"test/{kind}/{name}")) for name in names]
+    return columns
 
 
 def _is_best(report: Report, group: Group) -> bool:
