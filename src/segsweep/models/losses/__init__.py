@@ -12,6 +12,7 @@ from segsweep.models.losses.compound import CompoundLoss
 from segsweep.models.losses.cross_entropy import CrossEntropyLoss, TopKCrossEntropyLoss
 from segsweep.models.losses.dice import DiceCELoss, DiceLoss, GeneralizedDiceLoss
 from segsweep.models.losses.focal import FocalLoss
+from segsweep.models.losses.hausdorff import HausdorffDTLoss
 from segsweep.models.losses.lovasz import LovaszSoftmaxLoss
 from segsweep.models.losses.tversky import TverskyLoss
 from segsweep.models.losses.utils import SoftCounts, soft_counts
@@ -24,6 +25,7 @@ __all__ = [
     "DiceLoss",
     "FocalLoss",
     "GeneralizedDiceLoss",
+    "HausdorffDTLoss",
     "LovaszSoftmaxLoss",
     "SoftCounts",
     "SurfaceLoss",
