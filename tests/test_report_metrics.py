@@ -40,7 +40,9 @@ def test_dice_hd95_and_nsd_are_summarised_per_class_in_the_csv_and_shown_in_repo
     header = next(line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| group"))
     assert "| mDice |" in header and "| HD95 car |" in header and "| NSD pedestrian |" in header
     # in the dataset's class order, after the IoU columns
-    assert header.index("IoU pedestrian") < header.index("mDice") < header.index("HD95 background") < header.index("NSD background")
+    assert (
+        header.index("IoU pedestrian") < header.index("mDice") < header.index("HD95 background") < header.index("NSD background")
+    )
 
 
 def test_runs_without_surface_metrics_have_no_hd95_or_nsd_columns(tmp_path):
