@@ -3,8 +3,9 @@
 Where the files are: ``data.coco_annotations`` and ``data.coco_images``, paths under data.root in which ``{split}``
 stands for a split's folder name. Roboflow's layout is the default (``{split}/_annotations.coco.json`` beside the
 images in ``{split}``: train/ valid/ test/); COCO 2017's is ``annotations/instances_{split}2017.json`` with
-``{split}2017``. For the val split ``{split}`` is ``valid`` or ``val``, whichever exists; a path without ``{split}`` is
-one file, the train split (validated on data.val_fraction or a fold).
+``{split}2017``; CVAT's COCO 1.0 is ``annotations/instances_{split}.json`` with its images. ``{split}`` is ``train`` or
+``default`` (CVAT's subset) for the train split, ``valid`` or ``val`` for val, ``test``: whichever exists. A path
+without ``{split}`` is one file, the train split (validated on data.val_fraction or a fold).
 
 Roboflow's placeholder super-category (a category whose supercategory is ``none`` and the supercategory of all the
 others) is not a class. Crowd annotations (RLE) are regions of their category like any other. An image without
@@ -25,7 +26,7 @@ from segsweep.data.folder_classes import FolderDataError
 from segsweep.data.images import IMAGE_SUFFIXES
 
 SPLIT = "{split}"
-FOLDER_NAMES = {"train": ("train",), "val": ("valid", "val"), "test": ("test",)}
+FOLDER_NAMES = {"train": ("train", "default"), "val": ("valid", "val"), "test": ("test",)}  # default: CVAT's subset
 
 
 def _mask_api() -> Any:

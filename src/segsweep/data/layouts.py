@@ -203,7 +203,8 @@ def resolve(name: str, root: Path, sbd: bool = False, options: AnnotationOptions
     if name in EXPORTS:
         export = EXPORTS[name](root, options or AnnotationOptions())
         splits, spec = annotations.layout(name, root, export, options or AnnotationOptions())
-        return Layout(splits, spec, export.notes)
+        tests = [] if "test" in splits else [f"{root}: the export has no test split: the test stage uses the val split"]
+        return Layout(splits, spec, export.notes + tests)
     layout = LAYOUTS[name](root, sbd)
     if (root / CLASSES_FILE).is_file():
         log.info("%s: its classes.yaml replaces the %s preset's classes", root / CLASSES_FILE, name)
