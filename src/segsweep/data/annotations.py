@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from segsweep.data.classes import IGNORE_INDEX, Color
+from segsweep.data.classes import IGNORE_INDEX, Color, distinct_colors
 from segsweep.data.folder_classes import FolderClasses, FolderDataError, preset_classes
 from segsweep.data.folder_files import Pair
 from segsweep.data.mask_cache import MaskCache
@@ -151,7 +151,7 @@ def layout(kind: str, root: Path, export: Export, options: AnnotationOptions) ->
         cache.finish(every)
     colors = None
     if export.colors:
-        fallback = dict(zip(names, preset_classes(kind, names, None, None).classes.colors))
+        fallback = dict(zip(names, distinct_colors(len(names))))
         colors = [export.colors.get(name, fallback[name]) for name in names]
     spec = preset_classes(f"{kind} {root}", names, colors, None)
     pairs = {

@@ -5,7 +5,8 @@ says which raw mask values are which class (a lookup table).
 
 A layout lists the pairs of each split it has (``train``, and ``val``/``test`` where the dataset labels them) and the
 classes from its preset (a ``classes.yaml`` in ``data.root`` still wins). Nothing here opens an image: listing only,
-with one line naming what was expected and where when the folder is not the dataset's.
+with one line naming what was expected and where when the folder is not the dataset's. An annotation tool's export
+(``data=coco|labelme|cvat_mask``, ``EXPORTS``) is a layout too, whose masks data/annotations.py draws into the cache.
 """
 
 from __future__ import annotations
