@@ -55,7 +55,7 @@ def _files(root: Path, options: AnnotationOptions) -> dict[str, tuple[Path, Path
     train = root / annotations.replace(SPLIT, "train")
     if "train" not in found or not found["train"][0].is_file():
         raise FolderDataError(
-            f"no {train.relative_to(root)} under {root}: is data.root a COCO export "
+            f"no {train.relative_to(root) if train.is_relative_to(root) else train} under {root}: is data.root a COCO export "
             f"(data.coco_annotations={annotations}, data.coco_images={images})?"
         )
     return found
