@@ -14,7 +14,7 @@ from segsweep.app.config import CONFIG_DIR
 from segsweep.app.validation import validate
 from segsweep.export_scenes import export
 
-from .helpers import public_datasets
+from .helpers import annotation_exports, public_datasets
 
 # Groups that describe Hydra itself; they compose with every run and are checked below.
 HYDRA_GROUPS = {"hydra", "paths"}
@@ -53,8 +53,10 @@ def test_config_composes_and_instantiates(make_config, group, option, tmp_path):
     if (group, option) == ("data", "folder"):  # data.root is required: a small exported folder dataset
         root = export(tmp_path / "folder", {"train": 4, "val": 2, "test": 2}, 48, seed=0)
         overrides += [f"data.root={root}", "data.crop_size=32"]
-    if group == "data" and hasattr(public_datasets, option):  # a public dataset's preset: a tiny replica in its layout
-        root, _ = getattr(public_datasets, option)(tmp_path)
+    # a public dataset's preset, or an annotation tool's export: a tiny replica in its layout
+    replica = getattr(public_datasets, option, None) or getattr(annotation_exports, option, None)
+    if group == "data" and replica is not None:
+        root, _ = replica(tmp_path)
         overrides += [f"data.root={root}", "data.crop_size=32", f"data.cache_dir={tmp_path / 'cache'}"]
     cfg = make_config(*overrides)
     OmegaConf.resolve(cfg)  # every interpolation resolves

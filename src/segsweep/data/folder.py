@@ -16,8 +16,9 @@ Training takes random ``crop_size`` crops (padded with the ignore index where an
 of them centred on a rare class), with the augmentation of ``data.augment``; validation and test see whole images, which
 the module segments by sliding windows of ``crop_size`` tiles (``inference_roi``), as ``segsweep.predict`` does.
 
-A public dataset's own layout (``layout``: data=cityscapes|ade20k|voc|camvid|nnunet) replaces this one
-(data/layouts.py), and ``folds``/``fold`` validate on a fold of the training cases (data/splits.py).
+A public dataset's own layout (``layout``: data=cityscapes|ade20k|voc|camvid|nnunet) or an annotation tool's export
+(data=coco|labelme|cvat_mask, masks drawn into the cache: data/annotations.py) replaces this one (data/layouts.py),
+and ``folds``/``fold`` validate on a fold of the training cases (data/splits.py).
 
 Every pair is checked once (readable, same size, mask values known) in a scan that also counts the class
 pixels of every mask; its result is cached outside the dataset (``cache_dir``, default
@@ -38,12 +39,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from segsweep import machine
+from segsweep.data.annotations import AnnotationOptions
 from segsweep.data.augment import Augment, AugmentSpec, RareCrops
 from segsweep.data.classes import DatasetClasses
 from segsweep.data.contract import DerivedStatistics
 from segsweep.data.folder_classes import FolderDataError, MaskReader, load_classes
 from segsweep.data.folder_files import FolderDataset, PadCollate, Pair, center_fit, list_pairs, scan
-from segsweep.data.layouts import resolve
+from segsweep.data.layouts import EXPORTS, resolve
 from segsweep.data.loaders import data_loader
 from segsweep.data.samplers import SAMPLERS, train_sampler
 from segsweep.data.splits import assign, check_folds
@@ -84,6 +86,11 @@ class FolderDataModule(DerivedStatistics, pl.LightningDataModule):
         sbd: bool = False,
         folds: int | None = None,
         fold: int = 0,
+        classes: Sequence[str] | None = None,
+        unlisted: str = "background",
+        line_width: int = 10,
+        coco_annotations: str = "{split}/_annotations.coco.json",
+        coco_images: str = "{split}",
         **scene_keys: Any,
     ) -> None:
         super().__init__()
@@ -112,8 +119,16 @@ class FolderDataModule(DerivedStatistics, pl.LightningDataModule):
         check_folds(folds, fold)
         self.folds, self.fold = folds, fold
         self.root = Path(str(root)).expanduser().resolve()
-        # a public dataset's layout (data/layouts.py) is listed at once: a wrong data.root is one line before any work
-        self.layout = resolve(layout, self.root, sbd) if layout is not None else None
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        if self.cache_dir is not None and _inside(self.cache_dir.resolve(), self.root):
+            raise ValueError(f"data.cache_dir={cache_dir}: inside the dataset; nothing is written into data.root")
+        if classes is not None and layout not in EXPORTS:
+            raise ValueError("data.classes chooses the categories of an annotation export (data=coco|labelme|cvat_mask)")
+        keys = (tuple(classes) if classes is not None else None, unlisted, line_width, coco_annotations, coco_images)
+        options = AnnotationOptions(*keys, cache_dir=self.cache_dir)
+        # a public dataset's layout (data/layouts.py) is listed at once: a wrong data.root is one line before any work;
+        # an annotation export's masks are drawn then (once, into the cache)
+        self.layout = resolve(layout, self.root, sbd, options) if layout is not None else None
         if self.layout is None and sbd:
             raise ValueError("data.sbd=true: SBD augments Pascal VOC only (data=voc)")
         self.spec = self.layout.spec if self.layout is not None else load_classes(self.root)
@@ -127,9 +142,6 @@ class FolderDataModule(DerivedStatistics, pl.LightningDataModule):
         self.augment_spec = augment if isinstance(augment, AugmentSpec) else AugmentSpec.from_config(augment)
         self.rare_crops = RareCrops.from_config(rare_crop_fraction, rare_classes, self.classes.names)
         self.sampler, self.repeat_threshold = sampler, repeat_threshold
-        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
-        if self.cache_dir is not None and _inside(self.cache_dir.resolve(), self.root):
-            raise ValueError(f"data.cache_dir={cache_dir}: inside the dataset; nothing is written into data.root")
         self.multiprocessing_context = multiprocessing_context
         self.test_is_val = False
         self._pairs: dict[str, list[Pair]] | None = None

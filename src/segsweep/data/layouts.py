@@ -5,7 +5,8 @@ says which raw mask values are which class (a lookup table).
 
 A layout lists the pairs of each split it has (``train``, and ``val``/``test`` where the dataset labels them) and the
 classes from its preset (a ``classes.yaml`` in ``data.root`` still wins). Nothing here opens an image: listing only,
-with one line naming what was expected and where when the folder is not the dataset's.
+with one line naming what was expected and where when the folder is not the dataset's. An annotation tool's export
+(``data=coco|labelme|cvat_mask``, ``EXPORTS``) is a layout too, whose masks data/annotations.py draws into the cache.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from segsweep.data import nnunet
+from segsweep.data import annotations, coco, cvat_mask, labelme, nnunet
+from segsweep.data.annotations import AnnotationOptions, Export
 from segsweep.data.folder_classes import CLASSES_FILE, FolderClasses, FolderDataError, load_classes, preset_classes
 from segsweep.data.folder_files import Pair
 from segsweep.data.public_classes import (
@@ -182,14 +184,28 @@ LAYOUTS: dict[str, Callable[[Path, bool], Layout]] = {
 }
 
 
-def resolve(name: str, root: Path, sbd: bool = False) -> Layout:
+# annotation tools' exports (data/annotations.py): their masks are drawn into the cache
+EXPORTS: dict[str, Callable[[Path, AnnotationOptions], Export]] = {
+    "coco": coco.read,
+    "labelme": labelme.read,
+    "cvat_mask": cvat_mask.read,
+}
+
+
+def resolve(name: str, root: Path, sbd: bool = False, options: AnnotationOptions | None = None) -> Layout:
     """The layout ``name`` of the dataset at ``root``; bad layout is one line naming what was expected and where."""
-    if name not in LAYOUTS:
-        raise ValueError(f"data.layout must be one of {', '.join(LAYOUTS)} (or null: data=folder's own), got {name!r}")
+    if name not in LAYOUTS and name not in EXPORTS:
+        choices = ", ".join([*LAYOUTS, *EXPORTS])
+        raise ValueError(f"data.layout must be one of {choices} (or null: data=folder's own), got {name!r}")
     if sbd and name != "voc":
         raise ValueError(f"data.sbd=true: SBD augments Pascal VOC only (data=voc), not data.layout={name}")
     if not root.is_dir():
         raise FolderDataError(f"data.root={root}: no such directory")
+    if name in EXPORTS:
+        export = EXPORTS[name](root, options or AnnotationOptions())
+        splits, spec = annotations.layout(name, root, export, options or AnnotationOptions())
+        tests = [] if "test" in splits else [f"{root}: the export has no test split: the test stage uses the val split"]
+        return Layout(splits, spec, export.notes + tests)
     layout = LAYOUTS[name](root, sbd)
     if (root / CLASSES_FILE).is_file():
         log.info("%s: its classes.yaml replaces the %s preset's classes", root / CLASSES_FILE, name)
