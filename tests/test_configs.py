@@ -18,7 +18,10 @@ from .helpers import public_datasets
 
 # Groups that describe Hydra itself; they compose with every run and are checked below.
 HYDRA_GROUPS = {"hydra", "paths"}
-GPU_ONLY = {"trainer": {"gpu", "ddp"}, "experiment": {"loss_comparison_gpu", "imbalance_study_gpu"}}
+GPU_ONLY = {
+    "trainer": {"gpu", "ddp"},
+    "experiment": {"loss_comparison_gpu", "imbalance_study_gpu", "architecture_comparison_gpu"},
+}
 
 
 def config_files() -> list[tuple[str, str]]:
