@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'segsweep[zoo]'"
 # keys SMPModel sets itself: in model.kwargs they would be passed twice
 _OWN_KEYS = ("arch", "encoder_name", "encoder_weights", "in_channels", "classes", "num_classes")
+# weights come through model.encoder_weights alone (timm would read these: a file to load, a download)
+_WEIGHT_KEYS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay")
 # What smp's own input check (requires_divisible_input_shape: the encoder's output stride) misses, found by running
 # them: DPT fuses a map at twice its stride with the next (sides divisible by 2 x stride); PAN's pyramid attention
 # pools its deepest map three more times (sides >= 8 x stride).
@@ -56,6 +58,8 @@ def _check_kwargs(options: Mapping[str, Any], path: str = "model.kwargs") -> Non
             raise ValueError(f"{path}.{key}: architecture keyword arguments cannot hold Hydra keys such as _target_")
         if path == "model.kwargs" and key in _OWN_KEYS:
             raise ValueError(f"{path}.{key}: set it as model.{'num_classes' if key == 'classes' else key} instead")
+        if path == "model.kwargs" and key in _WEIGHT_KEYS:
+            raise ValueError(f"{path}.{key}: pretrained weights come from model.encoder_weights only (a file or a cached name)")
         if isinstance(value, Mapping):
             _check_kwargs(value, f"{path}.{key}")
 
