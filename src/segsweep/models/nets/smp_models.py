@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +40,8 @@ _MIN_SIDE_FACTOR = {"PAN": 8}
 
 def import_smp() -> Any:
     """segmentation_models_pytorch, or one line naming the extra that installs it."""
+    # offline, so that no code path of smp, timm or the hub client can reach out (weights come from encoder_weights.py)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import segmentation_models_pytorch as smp
     except ImportError:
