@@ -100,7 +100,7 @@ class SMPModel(nn.Module):
         options = dict(kwargs or {})
         _check_kwargs(options)
         weights = resolve_encoder_weights(encoder_name, encoder_weights)
-        if not weights.encoder_name.startswith("tu-"):  # smp's encoders drop unknown keywords silently: a typo would
+        if not weights.encoder_name.startswith("tu-"):  # smp's own encoders ignore unknown keywords: a typo would do nothing
             _check_known(options, smp.MODEL_ARCHITECTURES_MAPPING[chosen.lower()], chosen)
         if weights.file is not None and in_channels != 3:
             raise ValueError(f"model.in_channels={in_channels}: pretrained encoder weights here take 3-channel (RGB) images")
