@@ -1,12 +1,13 @@
 """Memory and wall time of real runs: peak RSS of one default training run; optionally the default sweep.
 
-Usage: python scripts/bench_memory.py [--quick] [--sweep] [--threads N]
+Usage: python scripts/bench_memory.py [--quick] [--sweep] [--threads N] [OVERRIDES ...]
 
 The training run is ``python -m segsweep.train`` with the default config (``--quick``: ``debug=fast``) in a
 subprocess, writing into a temporary dir. A small wrapper process starts it and reads
 ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``: the peak resident set of the run (target < 2.5 GB). The
 wrapper's only child is the run, so nothing else this script did can leak into the figure.
 
+Overrides change the training run (``model=smp``: the default-sized run of the model zoo's default network).
 ``--sweep`` also runs the default loss comparison (``python -m segsweep.train -m experiment=loss_comparison``,
 15 jobs) and times it end to end (target <= 10 minutes on 2 cores). Without it the line says how to measure it:
 ``time make sweep`` on a quiet machine.
@@ -57,11 +58,13 @@ def measure(args: list[str], threads: int | None = None, timeout: float = 3600) 
     return {"peak_rss_bytes": result["maxrss_kib"] * 1024, "wall_s": result["wall_s"], "command": f"python {' '.join(args)}"}
 
 
-def run(quick: bool = False, sweep: bool = False, threads: int | None = None) -> dict[str, Any]:
+def run(
+    quick: bool = False, sweep: bool = False, threads: int | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
-        overrides = ["debug=fast"] if quick else []
-        train = measure(["-m", "segsweep.train", *overrides, f"hydra.run.dir={tmp}/train"], threads)
-        result: dict[str, Any] = {"train": train, "quick": quick, "threads": threads}
+        train_overrides = [*(["debug=fast"] if quick else []), *(overrides or [])]
+        train = measure(["-m", "segsweep.train", *train_overrides, f"hydra.run.dir={tmp}/train"], threads)
+        result: dict[str, Any] = {"train": train, "quick": quick, "threads": threads, "overrides": overrides or []}
         result["rss_ratio"] = train["peak_rss_bytes"] / (RSS_LIMIT_GB * 1e9)
         result["passed"] = result["rss_ratio"] < 1.0
         if sweep:
@@ -74,7 +77,7 @@ def run(quick: bool = False, sweep: bool = False, threads: int | None = None) ->
 
 def lines(r: dict[str, Any]) -> list[str]:
     train = r["train"]
-    what = "debug=fast" if r["quick"] else "default config"
+    what = " ".join(["debug=fast" if r["quick"] else "default config", *r.get("overrides", [])])
     out = [
         line(
             "memory_peak_rss",
@@ -116,8 +119,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="debug=fast run (a smoke test, not the bar)")
     parser.add_argument("--sweep", action="store_true", help="also run and time the default sweep (~10 minutes)")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the training run (default: unset)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the training run (e.g. model=smp)")
     args = parser.parse_args()
-    for text in lines(run(args.quick, args.sweep, args.threads)):
+    for text in lines(run(args.quick, args.sweep, args.threads, args.overrides)):
         print(text)
     return 0
 

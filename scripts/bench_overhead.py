@@ -1,6 +1,9 @@
 """Framework overhead: a segsweep training epoch (Lightning) vs a plain PyTorch loop, same model, data and batch.
 
-Usage: python scripts/bench_overhead.py [--quick] [--repeats 5] [--epochs 1] [--threads N] [--profile]
+Usage: python scripts/bench_overhead.py [--quick] [--smp] [--repeats 5] [--epochs 1] [--threads N] [--profile]
+
+``--smp``: the same comparison on a model-zoo network, smp's Unet on a ResNet-18 encoder at 128 px (``SMP_OVERRIDES``;
+with ``--quick``, a tiny timm encoder at 32 px), printed as ``framework_overhead_smp``.
 
 The segsweep side is the real thing: the default config composed by Hydra, the SegmentationModule from
 ``segsweep.app.build.build_module`` (real torchmetrics, real loss), the real SceneDataModule and a Lightning
@@ -37,6 +40,14 @@ from segsweep.app.compose import compose_config
 from segsweep.data.scenes_datamodule import SceneDataModule
 
 TARGET = 0.95
+# the model zoo's network (model=smp) of BENCHMARKS.md: 11M encoder parameters, 128 px, 8 batches of 16 an epoch
+SMP_OVERRIDES = ("model=smp", "model.arch=Unet", "model.encoder_name=resnet18", "data.image_size=128", "data.train_size=128")
+SMP_QUICK_OVERRIDES = (
+    *(item for item in QUICK_OVERRIDES if not item.startswith("model.")),  # the U-Net's own keys
+    "model=smp",
+    "model.arch=Unet",
+    "model.encoder_name=tu-mobilenetv3_small_050",
+)
 
 
 class _EpochClock(pl.Callback):
@@ -104,13 +115,15 @@ def run(
     threads: int | None = None,
     overrides: list[str] | None = None,
     check_steps: int | None = None,
+    smp: bool = False,
 ) -> dict[str, Any]:
     """Images/s of both sides (medians), the median ratio and the equal-loss check; see the module docstring."""
     quiet_lightning()
     threads = set_threads(threads)
     repeats = repeats or (2 if quick else 5)
     check_steps = check_steps or (3 if quick else 8)
-    overrides = list(overrides if overrides is not None else (QUICK_OVERRIDES if quick else ()))
+    defaults = (SMP_QUICK_OVERRIDES if quick else SMP_OVERRIDES) if smp else (QUICK_OVERRIDES if quick else ())
+    overrides = list(defaults) + list(overrides or ()) if smp else list(overrides if overrides is not None else defaults)
     with tempfile.TemporaryDirectory(prefix="bench_overhead_") as tmp:
         cfg = compose_config(overrides, Path(tmp) / "run")
         datamodule: SceneDataModule = instantiate(cfg.data)
@@ -146,17 +159,19 @@ def run(
         "repeats": repeats,
         "threads": threads,
         "overrides": overrides,
+        "model": f"{cfg.model.arch}-{cfg.model.encoder_name}" if smp else None,
     }
 
 
 def lines(r: dict[str, Any]) -> list[str]:
+    model = f"{r['model']} " if r.get("model") else ""
     setup = (
-        f"[{r['image_size']}px batch={r['batch_size']} {r['images_per_epoch']} img/epoch, {r['epochs']} timed epoch(s) x "
+        f"[{model}{r['image_size']}px batch={r['batch_size']} {r['images_per_epoch']} img/epoch, {r['epochs']} timed epoch(s) x "
         f"{r['repeats']} repeats, threads={r['threads']}; "
         f"first {r['check_steps']} losses equal, max|diff|={r['loss_max_abs_diff']:.1e}]"
     )
     text = line(
-        "framework_overhead",
+        "framework_overhead_smp" if model else "framework_overhead",
         f"segsweep={r['ours_images_per_s']:.1f}img/s",
         f"plain={r['plain_images_per_s']:.1f}img/s",
         r["ratio"],
@@ -190,13 +205,14 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=1, help="timed epochs per fit (after one warm-up epoch)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's default)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of segsweep epochs instead")
+    parser.add_argument("--smp", action="store_true", help="smp's Unet on a ResNet-18 encoder at 128 px (model=smp)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the composed config")
     args = parser.parse_args()
     if args.profile:
         profile(args.quick, args.threads)
         return 0
     overrides = args.overrides or None
-    for text in lines(run(args.quick, args.repeats, args.epochs, args.threads, overrides)):
+    for text in lines(run(args.quick, args.repeats, args.epochs, args.threads, overrides, smp=args.smp)):
         print(text)
     return 0
 

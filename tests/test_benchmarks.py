@@ -65,6 +65,15 @@ def test_overhead_runs_both_loops_and_their_losses_agree():
     check_lines(bench_overhead.lines(result), 1)
 
 
+@pytest.mark.slow
+def test_overhead_of_a_zoo_network():
+    result = bench_overhead.run(quick=True, smp=True, repeats=1, threads=1, check_steps=2)
+    assert result["equal_losses"] and result["model"] == "Unet-tu-mobilenetv3_small_050"
+    (text,) = bench_overhead.lines(result)
+    assert text.startswith("framework_overhead_smp ") and "Unet-tu-mobilenetv3_small_050 32px" in text
+    check_lines([text], 1)
+
+
 def test_overhead_check_fails_when_the_loops_differ(tmp_path, monkeypatch):
     """The equal-loss check is a real check: a plain loop with another learning rate must fail it."""
     torch.set_num_threads(1)

@@ -18,7 +18,10 @@ from .helpers import annotation_exports, public_datasets
 
 # Groups that describe Hydra itself; they compose with every run and are checked below.
 HYDRA_GROUPS = {"hydra", "paths"}
-GPU_ONLY = {"trainer": {"gpu", "ddp"}, "experiment": {"loss_comparison_gpu", "imbalance_study_gpu"}}
+GPU_ONLY = {
+    "trainer": {"gpu", "ddp"},
+    "experiment": {"loss_comparison_gpu", "imbalance_study_gpu", "architecture_comparison_gpu"},
+}
 
 
 def config_files() -> list[tuple[str, str]]:
@@ -126,6 +129,23 @@ def test_loss_comparison_gpu_is_the_loss_study_at_full_size(make_config):
     assert gpu.data.image_size == 128
     assert gpu.model.base_channels == 32
     assert gpu.data.scene.pedestrian_prob > cpu.data.scene.pedestrian_prob  # the default scenes' pedestrians
+
+
+def test_architecture_comparison_sweeps_architectures_and_losses_and_its_gpu_twin_is_full_size(make_config):
+    cpu, cpu_sweeper = sweeper_of(make_config, "experiment=architecture_comparison")
+    assert set(cpu_sweeper["params"]) == {"model.arch", "loss", "seed"}  # the report's groups: architecture x loss
+    assert cpu.model._target_.endswith("SMPModel") and cpu.data.image_size == 64
+    gpu, gpu_sweeper = sweeper_of(make_config, "experiment=architecture_comparison_gpu")
+    assert set(gpu_sweeper["params"]) == set(cpu_sweeper["params"]) and gpu.data.image_size == 128
+    assert gpu.trainer.precision == "bf16-mixed" and gpu.model.encoder_name == "resnet34"
+
+
+def test_the_loss_study_runs_on_a_zoo_architecture_with_one_override(make_config):
+    study = make_config("experiment=loss_comparison")
+    assert study.model == make_config().model  # the U-Net's own defaults: nothing U-Net-only leaks into model=smp
+    cfg = make_config("experiment=loss_comparison", "model=smp", "model.arch=DeepLabV3Plus", "trainer.accelerator=cpu")
+    _, module, _, _ = build_everything(cfg)
+    assert module.net.arch == "DeepLabV3Plus" and cfg.data == study.data
 
 
 def test_hydra_and_paths_configs(make_config, tmp_path):

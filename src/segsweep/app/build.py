@@ -105,7 +105,7 @@ def _load_module(path: str | Path, datamodule: SegmentationData | None) -> tuple
     cfg = OmegaConf.create(saved)
     datamodule = datamodule or instantiate(cfg.data)
     build_cfg = cfg.copy()
-    for key in ("weights", "weights_backbone"):
+    for key in ("weights", "weights_backbone", "encoder_weights"):
         if build_cfg.model.get(key) is not None:
             build_cfg.model[key] = None  # the checkpoint's own weights replace them; the file need not exist here
     module = build_module(build_cfg, datamodule, class_weights(cfg, datamodule))

@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from segsweep.data.classes import DatasetClasses
 from segsweep.inference import sliding_window_inference
+from segsweep.models.finetune import build_optimizer, check_fine_tuning, fine_tuning_record, set_encoder_trainable
 from segsweep.models.image_counts import ImageIntersectionUnion
 from segsweep.models.metrics import BoundaryF1, dice_from_confusion, iou_from_confusion, pixel_accuracy
 from segsweep.models.surface_metrics import SurfaceMetrics
@@ -68,12 +69,17 @@ class SegmentationModule(pl.LightningModule):
         inference_tile_batch: int = 16,
         surface_metrics: bool = False,
         nsd_tolerance: float = 2.0,
+        encoder_lr_scale: float = 1.0,
+        freeze_encoder_epochs: int = 0,
     ) -> None:
         super().__init__()
         self.classes = classes if isinstance(classes, DatasetClasses) else DatasetClasses.from_dict(classes)
         # Only plain containers go into the checkpoint, so it loads with weights_only=True.
         self.save_hyperparameters({"config": config or {}, "classes": self.classes.to_dict()})
         self.net, self.loss = net, loss
+        check_fine_tuning(net, encoder_lr_scale, freeze_encoder_epochs)
+        # fine-tuning a pretrained encoder (models/finetune.py): its own lr, frozen for the first epochs
+        self.encoder_lr_scale, self.freeze_encoder_epochs = encoder_lr_scale, freeze_encoder_epochs
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.channels_last, self.compile = channels_last, compile
         # val/test on whole images: sliding windows of this size, blended as segsweep.predict does (None: one pass)
@@ -108,7 +114,14 @@ class SegmentationModule(pl.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
 
+    @property
+    def fine_tuning(self) -> dict[str, Any]:
+        """The fine-tuning settings and input normalisation, as the run's manifest records them."""
+        return fine_tuning_record(self.net, self.encoder_lr_scale, self.freeze_encoder_epochs)
+
     def on_train_epoch_start(self) -> None:
+        # decided from the epoch alone, so a resumed run freezes and unfreezes where an uninterrupted one does
+        set_encoder_trainable(self.net, self.current_epoch, self.freeze_encoder_epochs)
         # a loss scheduled over epochs (loss=boundary) takes the epoch from the trainer: a resumed run continues it
         set_epoch = getattr(self.loss, "set_epoch", None)
         if set_epoch is not None:
@@ -192,7 +205,7 @@ class SegmentationModule(pl.LightningModule):
                 self.log_dict({f"test/{name}/{cls}": means[i] for i, cls in enumerate(self.classes.names)})
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = build_optimizer(self.optimizer_factory, self.net, self.parameters(), self.encoder_lr_scale)
         if self.scheduler_factory is None:
             return optimizer
         return {

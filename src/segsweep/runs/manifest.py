@@ -13,7 +13,17 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 
-PACKAGES = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "torchmetrics", "tensorboard")
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "pytorch-lightning",
+    "hydra-core",
+    "omegaconf",
+    "torchmetrics",
+    "tensorboard",
+    "segmentation-models-pytorch",
+    "timm",
+)
 
 
 def _git(*args: str) -> str | None:
@@ -47,8 +57,11 @@ def _launch() -> dict[str, Any]:
     }
 
 
-def manifest(seed: int, device: str, channels_last: bool | None = None) -> dict[str, Any]:
-    """The run's provenance and the speed choices it ran with; ``dirty`` is None outside a git checkout."""
+def manifest(
+    seed: int, device: str, channels_last: bool | None = None, fine_tuning: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The run's provenance, the speed choices it ran with and how its encoder was fine-tuned (the module's
+    ``fine_tuning``: lr scale, frozen epochs, input normalisation); ``dirty`` is None outside a git checkout."""
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "git_commit": _git("rev-parse", "HEAD"),
@@ -63,6 +76,7 @@ def manifest(seed: int, device: str, channels_last: bool | None = None) -> dict[
         "torch_interop_threads": torch.get_num_interop_threads(),
         # speed choices (BENCHMARKS.md): the memory format changes float rounding, as the thread count does
         "channels_last": channels_last,
+        "fine_tuning": fine_tuning,
         **_launch(),
         "seed": seed,
         "start_time": now(),

@@ -1,4 +1,4 @@
-"""torchvision segmentation networks (DeepLabV3-ResNet50, LR-ASPP-MobileNetV3) as swappable nets.
+"""torchvision segmentation networks (DeepLabV3-ResNet50, FCN-ResNet50, LR-ASPP-MobileNetV3) as swappable nets.
 
 Each wrapper takes images in [0, 1] like the U-Net, applies the ImageNet mean/std normalisation
 its backbone expects, and returns plain logits ``[B, num_classes, H, W]`` (torchvision's ``out``
@@ -33,8 +33,10 @@ from torch import Tensor, nn
 from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights, WeightsEnum
 from torchvision.models.segmentation import (
     DeepLabV3_ResNet50_Weights,
+    FCN_ResNet50_Weights,
     LRASPP_MobileNet_V3_Large_Weights,
     deeplabv3_resnet50,
+    fcn_resnet50,
     lraspp_mobilenet_v3_large,
 )
 
@@ -199,6 +201,10 @@ class TorchvisionSegmentation(nn.Module):
     def build(self, num_classes: int) -> nn.Module:
         raise NotImplementedError
 
+    def encoder_module(self) -> nn.Module:
+        """The backbone: what ``module.encoder_lr_scale`` and ``module.freeze_encoder_epochs`` apply to."""
+        return self.model.backbone
+
     def forward(self, images: Tensor) -> Tensor:
         if self.normalize:
             images = (images - self.mean) / self.std
@@ -223,6 +229,16 @@ class DeepLabV3(TorchvisionSegmentation):
                 "raise data.batch_size, or choose data.train_size so that no batch of 1 is left over"
             )
         return super().forward(images)
+
+
+class FCN(TorchvisionSegmentation):
+    """torchvision's ``fcn_resnet50`` (33M parameters, output stride 8): the seed notebook's cheat-sheet FCN."""
+
+    weights_enum = FCN_ResNet50_Weights
+    backbone_weights_enum = ResNet50_Weights
+
+    def build(self, num_classes: int) -> nn.Module:
+        return fcn_resnet50(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
 
 
 class LRASPP(TorchvisionSegmentation):

@@ -88,7 +88,8 @@ class MetricsFile(pl.Callback):
         if self.manifest is None:
             config = pl_module.hparams.get("config", {})
             channels_last = (config.get("module") or {}).get("channels_last")
-            self.manifest = manifest(config.get("seed"), str(pl_module.device), channels_last)
+            fine_tuning = getattr(pl_module, "fine_tuning", None)
+            self.manifest = manifest(config.get("seed"), str(pl_module.device), channels_last, fine_tuning)
         if self._restored or self._resume_overrides is not None:  # the same run, continued by this command
             from_epoch = int(self.history[-1]["epoch"]) + 1 if self.history else 0  # max_epochs when it had finished
             self.manifest = with_resume(self.manifest, recorded, self._resume_overrides or [], from_epoch)
