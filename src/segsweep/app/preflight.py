@@ -21,6 +21,8 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from segsweep.app.config import CONFIG_DIR
+from segsweep.app.override_hints import missing_keys, quoted_form, unknown_key_line
+from segsweep.runs.cli import required_line
 
 # Lines of Hydra's messages that locate an error for a debugger, not for the user.
 _DETAIL_PREFIXES = ("full_key:", "object_type=", "reference_type=", "See https://hydra.cc")
@@ -58,13 +60,21 @@ def composition_error(config_name: str, argv: Sequence[str]) -> str | None:
         return None
     if args.config_path or args.config_dir:
         return None
+    quoted = [form for form in map(quoted_form, args.overrides) if form is not None]
+    if quoted:
+        return f"a value holding '=' must be quoted: {' '.join(quoted)} (unquoted, Hydra reads it as a new override)"
+    name = args.config_name or config_name
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            for overrides in _variants(OverridesParser.create().parse_overrides(args.overrides)):
-                compose(config_name=args.config_name or config_name, overrides=overrides, return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException) as error:
-        return error_line(error)
+            try:
+                for overrides in _variants(OverridesParser.create().parse_overrides(args.overrides)):
+                    composed = compose(config_name=name, overrides=overrides, return_hydra_config=True)
+                    missing = missing_keys(composed)
+                    if missing:  # Hydra would fail resolving hydra.run.dir (ckpt_path), in a traceback
+                        return required_line(missing[0])
+            except (HydraException, OmegaConfBaseException) as error:
+                return unknown_key_line(error, name, args.overrides) or error_line(error)
     finally:
         GlobalHydra.instance().clear()
     return None

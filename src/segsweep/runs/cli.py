@@ -52,11 +52,24 @@ def prepare_output_dir(path: Path) -> Path:
     return path
 
 
+# What a mandatory key (``???`` in conf/) takes, as its one-line error says it
+_REQUIRED = {
+    "ckpt_path": "a checkpoint file or a run dir (ckpt_path=outputs/train/runs/<run>)",
+    "input": "an image, a folder, a list [a.png,photos/] or generate (input=photo.png)",
+    "data.root": "the dataset's folder (data.root=/path/to/dataset)",
+}
+
+
+def required_line(key: str) -> str:
+    """The one-line error of a mandatory key the command did not give."""
+    return f"{key} is required: {_REQUIRED.get(key, f'add {key}=<value> to the command')}"
+
+
 def require(cfg: DictConfig, *keys: str) -> None:
     """Mandatory keys (``???`` in the config) as one clear line instead of OmegaConf's traceback."""
     for key in keys:
         if OmegaConf.is_missing(cfg, key):
-            raise ValueError(f"{key} is required: add {key}=<value> to the command (see conf/{cfg.task_name}.yaml)")
+            raise ValueError(required_line(key))
 
 
 def resolve_device(name: str) -> torch.device:
