@@ -77,6 +77,17 @@ def test_a_sweep_with_an_unknown_option_is_one_line_before_any_job(tmp_path):
     assert_one_line_and_nothing_left(result, "Could not find 'loss/hinge'", sweep_dir)
 
 
+def test_a_sweep_in_which_a_job_failed_exits_1_after_its_report_and_says_so_last(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_module(
+        "segsweep.train", "-m", "debug=fast", "optimizer.lr=0.001,abc", "+hydra.callbacks.report.plots=false",
+        f"hydra.sweep.dir={sweep_dir}", check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "sweep failed: 1 of 2 jobs did not finish (optimizer.lr=abc)"
+    assert "- `optimizer.lr=abc`: failed: ValueError: optimizer.lr='abc'" in (sweep_dir / "report.md").read_text()
+
+
 def test_hydra_messages_become_one_line():
     message = "In 'train': Could not find 'loss/x'\n\nAvailable options in 'loss':\n\tce\n\tdice\nConfig search path:\n\tx"
     error = HydraException(message)

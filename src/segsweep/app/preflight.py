@@ -21,6 +21,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from segsweep.app.config import CONFIG_DIR
+from segsweep.app.hydra_callbacks import unfinished_jobs
 from segsweep.app.override_hints import missing_keys, quoted_form, unknown_key_line
 from segsweep.runs.cli import required_line
 
@@ -102,7 +103,8 @@ def _variants(parsed: Sequence[Override]) -> list[list[str]]:
 
 def checked_command(task: str, config_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Wraps a ``@hydra.main`` function: run from the command line, its overrides are composed first (one line, exit
-    1, on error). Called with a config (a launcher's worker process), it passes straight through, as Hydra's does."""
+    1, on error), and a multirun whose report found jobs unfinished exits 1. Called with a config (a launcher's worker
+    process), it passes straight through, as Hydra's does."""
 
     def decorate(hydra_main: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(hydra_main)
@@ -112,7 +114,10 @@ def checked_command(task: str, config_name: str) -> Callable[[Callable[..., Any]
                 if error is not None:
                     print(f"{task} failed: {error}", file=sys.stderr)
                     sys.exit(1)
-            return hydra_main(cfg_passthrough)
+            result = hydra_main(cfg_passthrough)
+            if cfg_passthrough is None and unfinished_jobs():  # the report is written and its last line says so
+                sys.exit(1)
+            return result
 
         return command
 
