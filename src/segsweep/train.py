@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelSummary, ProgressBar
 
-from segsweep.app.banner import end_line, eval_line, results_line, run_summary, start_lines
+from segsweep.app.banner import end_line, next_commands, results_line, run_summary, start_lines
 from segsweep.app.build import build_module, class_weights, instantiate_all
 from segsweep.app.config import CONFIG_DIR
 from segsweep.app.launch import adapt_to_launcher, in_multirun
@@ -87,7 +87,8 @@ def train(cfg: DictConfig, datamodule: SegmentationData, resume_overrides: list[
     }
     log.info(results_line(metrics))
     log.info(end_line(run_dir, metrics))
-    log.info(eval_line(run_dir))
+    for line in next_commands(run_dir):
+        log.info(line)
     return metrics
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import shlex
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +44,28 @@ def end_line(run_dir: Path, metrics: dict[str, float]) -> str:
     return f"done: {run_dir}  best val mIoU {significant(best)}  test mIoU {significant(test)}"
 
 
-def eval_line(run_dir: Path) -> str:
-    """How to evaluate the run, ready to copy: Hydra needs the dir quoted, its name holds ``=`` and ``,``."""
-    return "evaluate: python -m segsweep.eval ckpt_path=" + f"\"'{run_dir}'\""
+def command(module: str) -> str:
+    """How to run ``segsweep.<module>`` with this process's own installation: its console script where the one on PATH
+    is this interpreter's, else this interpreter (relative to the working dir when under it) with ``-m``."""
+    interpreter = Path(sys.executable)
+    script = shutil.which(f"segsweep-{module}")
+    if script is not None and Path(script).parent.resolve() == interpreter.parent.resolve():
+        return f"segsweep-{module}"
+    try:
+        shown = str(interpreter.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(interpreter)
+    return f"{shlex.quote(shown)} -m segsweep.{module}"
+
+
+def next_commands(run_dir: Path) -> list[str]:
+    """How to evaluate the run and predict with it, ready to copy: Hydra needs the dir quoted, its name holds ``=``
+    and ``,``."""
+    checkpoint = "ckpt_path=" + f"\"'{run_dir}'\""
+    return [
+        f"evaluate: {command('eval')} {checkpoint}",
+        f"predict:  {command('predict')} {checkpoint} input=generate",
+    ]
 
 
 def results_line(metrics: dict[str, float]) -> str:
