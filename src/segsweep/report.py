@@ -47,8 +47,8 @@ def _plots(report: Report, num_images: int, search: Search | None) -> None:
     curves = {
         shown_label(group): [
             [
-                (int(entry.get("epoch", index)) + 1, float(entry.get("val/mIoU", math.nan)), entry.get("images_seen"))
-                for index, entry in enumerate(job.history)
+                (int(entry.get("epoch", index)), float(entry.get("val/mIoU", math.nan)), entry.get("images_seen"))
+                for index, entry in enumerate(job.history, start=1)
             ]
             for job in group.finished
         ]

@@ -1,5 +1,6 @@
-"""Hydra callbacks of a multirun: the sweep dir made before the sweeper needs it, one console line per finished job;
-the jobs the sweep's report found unfinished, for the command's exit code.
+"""Hydra callbacks of a multirun: the sweep dir made before the sweeper needs it, one console line per finished job.
+
+The jobs the sweep's report found unfinished are kept here too, for the command's exit code.
 
 (The third, ``report.SweepReportCallback``, writes the report when the multirun ends: it lives with the report it
 writes, in the entry-point layer, because the report loads models. Lightning's callbacks are in ``runs/callbacks/``.)

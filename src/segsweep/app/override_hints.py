@@ -1,5 +1,7 @@
-"""What a command line that does not compose meant: the group a misspelt key names, the group option a key belongs to,
-the quoted form of a value Hydra's grammar cannot read.
+"""What a command line that does not compose meant: a misspelt group, another option's key, a value to quote.
+
+The group a misspelt key names, the group option a key belongs to, the quoted form of a value Hydra's grammar cannot
+read.
 
 Hydra answers these with a suggestion that fails next (``+los=dice``, ``+data.root=...``) or with a parser message
 (``mismatched input '=' expecting <EOF>``); ``app/preflight.py`` asks here for the line that says what to type instead.

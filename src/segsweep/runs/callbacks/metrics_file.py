@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from segsweep.runs.manifest import manifest, with_resume
-from segsweep.runs.record import existing_record, record_path, write_run
+from segsweep.runs.record import epochs_from_one, existing_record, record_path, write_run
 
 
 def failure_text(error: BaseException) -> str:
@@ -90,17 +90,19 @@ class MetricsFile(pl.Callback):
             channels_last = (config.get("module") or {}).get("channels_last")
             self.manifest = manifest(config.get("seed"), str(pl_module.device), channels_last)
         if self._restored or self._resume_overrides is not None:  # the same run, continued by this command
-            from_epoch = int(self.history[-1]["epoch"]) + 1 if self.history else 0  # max_epochs when it had finished
+            # the first epoch this command trains, counted from 1 (max_epochs + 1 when the run had finished)
+            from_epoch = int(self.history[-1]["epoch"]) + 1 if self.history else 1
             self.manifest = with_resume(self.manifest, recorded, self._resume_overrides or [], from_epoch)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        entry: dict[str, float] = {"epoch": trainer.current_epoch}
+        epoch = trainer.current_epoch + 1  # counted from 1, as every epoch a user reads (runs/record.py)
+        entry: dict[str, float] = {"epoch": epoch}
         entry.update(_scalars(trainer.callback_metrics, "val/"))
         entry["time_s"] = round(self._elapsed_before + time.perf_counter() - self._started, 3)
         entry["steps"], entry["images_seen"] = trainer.global_step, self._images_seen
-        self.history = [old for old in self.history if old["epoch"] != trainer.current_epoch] + [entry]
+        self.history = [old for old in self.history if old["epoch"] != epoch] + [entry]
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -127,7 +129,7 @@ class MetricsFile(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self._fit_done:  # testing the best checkpoint must not rewind the history to the best epoch
             return
-        self.history = list(state_dict["history"])
+        self.history = epochs_from_one(list(state_dict["history"]))  # checkpoints written before counted from 0
         self._elapsed_before = float(state_dict["elapsed_s"])
         self._images_seen = int(state_dict.get("images_seen", 0))  # 0 in checkpoints written before images were counted
         self.manifest = state_dict.get("manifest")
