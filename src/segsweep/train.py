@@ -67,7 +67,7 @@ def train(cfg: DictConfig, datamodule: SegmentationData, resume_overrides: list[
         plugins=[AtomicCheckpointIO(), *plugins],
         **({"enable_progress_bar": False} if quiet else {}),
     )
-    for line in start_lines(run_dir, run_summary(cfg, group_choices(), trainer.strategy.root_device)):
+    for line in start_lines(run_dir, run_summary(cfg, group_choices(), trainer.strategy.root_device, size)):
         log.info(line)
     metrics_file = next((callback for callback in callbacks if isinstance(callback, MetricsFile)), None)
     if metrics_file is not None and resume_overrides is not None:

@@ -18,18 +18,19 @@ from segsweep.runs.console import significant
 SUMMARY_GROUPS = ("experiment", "rarity", "strategy", "loss", "model", "data", "optimizer", "scheduler")
 
 
-def _data_size(cfg: DictConfig) -> str:
+def _data_size(cfg: DictConfig, size: int) -> str:
     data = cfg.data
     if "root" in data:  # your own data (conf/data/folder.yaml)
-        return f"{data.root}, {data.crop_size} px crops"
-    return f"{data.train_size}/{data.val_size}/{data.test_size} scenes of {data.image_size} px"
+        return f"{data.root}, {size} px crops"
+    return f"{data.train_size}/{data.val_size}/{data.test_size} scenes of {size} px"
 
 
-def run_summary(cfg: DictConfig, choices: dict[str, Any], device: torch.device | str) -> str:
-    """One line: the config-group choices that make the run (``loss=dice model=unet ...``), its data, device and threads."""
+def run_summary(cfg: DictConfig, choices: dict[str, Any], device: torch.device | str, size: int) -> str:
+    """One line: the config-group choices that make the run (``loss=dice model=unet ...``), its data, device and threads.
+    ``size``: the data's training size as set up (a folder's crop shrinks to images smaller than ``data.crop_size``)."""
     groups = " ".join(f"{group}={choices[group]}" for group in SUMMARY_GROUPS if choices.get(group))
     return (
-        f"{groups} | {_data_size(cfg)} | {cfg.trainer.max_epochs} epochs | device {device}, "
+        f"{groups} | {_data_size(cfg, size)} | {cfg.trainer.max_epochs} epochs | device {device}, "
         f"{torch.get_num_threads()} threads | seed {cfg.seed}"
     )
 
