@@ -15,7 +15,7 @@ from .helpers.commands import run_module
 TRAIN_CASES = [
     (["data.batch_size=abc"], "data.batch_size='abc': expected an integer"),
     (["optimizer.lr=abc"], "optimizer.lr='abc': expected a number"),
-    (["threads=abc"], "threads='abc': expected an integer or null"),
+    (["threads=abc"], "threads='abc': expected one of 'auto' or an integer or null"),
     (["trainer.max_epochs=abc"], "trainer.max_epochs='abc': expected an integer"),
     (["loss=dice", "loss.smooth=abc"], "loss.smooth='abc': expected a number"),
     (["model.base_channels=[16]"], "model.base_channels=[16]: expected an integer"),

@@ -15,6 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from segsweep.app.lifecycle import record_failure, training_command
+from segsweep.app.resume import run_threads
 from segsweep.app.rundir import has_run_records
 from segsweep.runs.callbacks.metrics_file import MetricsFile
 from segsweep.runs.callbacks.progress_bar import EpochProgressBar
@@ -149,6 +150,13 @@ def test_epochs_count_from_one_also_in_records_and_checkpoints_written_when_they
     callback.on_validation_end(SimpleNamespace(sanity_checking=False, state=SimpleNamespace(fn="fit"), current_epoch=2,
                                                callback_metrics={}, global_step=3), None)  # fmt: skip
     assert [entry["epoch"] for entry in callback.history] == [1, 2, 3]
+
+
+def test_a_continued_run_with_threads_auto_keeps_the_count_its_first_command_chose(tmp_path):
+    write_record(record_path(tmp_path), {**failed_record({}, ""), "manifest": {"torch_threads": 1}})
+    auto, fixed = OmegaConf.create({"threads": "auto"}), OmegaConf.create({"threads": 2})
+    assert run_threads(auto, tmp_path, continued=True) == 1  # bit-identical continuation: the same count
+    assert run_threads(auto, tmp_path, continued=False) == "auto" and run_threads(fixed, tmp_path, continued=True) == 2
 
 
 def test_the_progress_bar_counts_epochs_from_one():

@@ -1,4 +1,4 @@
-"""What the machine offers this process: cores, memory (within its container's cgroup limit), GPUs and their free memory.
+"""What the machine offers this process: cores, load, memory (within its container's cgroup limit), GPUs and their memory.
 
 The one place these are read: the launcher plans its processes (app/parallel.py), validation refuses runs
 (app/config.py) and folder datasets start their DataLoader workers (data/folder.py) from the same numbers. Memory is
@@ -37,6 +37,26 @@ def available_cores() -> int:
         cores = os.cpu_count() or 1
     limit = os.environ.get("OMP_NUM_THREADS", "")
     return max(1, min(cores, int(limit))) if limit.isdigit() and int(limit) > 0 else max(1, cores)
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (runnable processes, this one included once it runs); None where unknown (Windows)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def auto_threads(cores: int | None = None, load: float | None = None) -> int:
+    """Torch threads for a process starting now (``threads: auto``): the cores other processes leave idle.
+
+    An OpenMP thread waits at every barrier for the others, so a thread on a core another busy process holds slows
+    every step (17x measured, BENCHMARKS.md): each process of the load (rounded) takes one core away; at least 1.
+    """
+    cores = available_cores() if cores is None else cores
+    load = load_average() if load is None else load
+    busy = 0 if load is None else int(load + 0.5)
+    return max(1, min(cores, cores - busy))
 
 
 def available_memory(root: Path | None = None) -> int | None:

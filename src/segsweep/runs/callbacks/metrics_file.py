@@ -46,10 +46,15 @@ class MetricsFile(pl.Callback):
         self._images_seen = 0
         self._restored = False
         self._resume_overrides: list[str] | None = None
+        self._threads_choice: dict[str, Any] | None = None
 
     def resuming(self, overrides: list[str]) -> None:
         """This command continues the run in its dir, with these (allowed) overrides: an entry in the manifest's ``resumes``."""
         self._resume_overrides = list(overrides)
+
+    def threads_chosen(self, choice: dict[str, Any]) -> None:
+        """How the command chose its torch threads (``runs.cli.configure_torch``): the manifest's ``threads_choice``."""
+        self._threads_choice = dict(choice)
 
     def weights_used(self, weights: dict[str, float]) -> None:
         """The class weights the loss uses, by class name (the record's ``class_weights``)."""
@@ -89,6 +94,8 @@ class MetricsFile(pl.Callback):
             config = pl_module.hparams.get("config", {})
             channels_last = (config.get("module") or {}).get("channels_last")
             self.manifest = manifest(config.get("seed"), str(pl_module.device), channels_last)
+            if self._threads_choice is not None:
+                self.manifest["threads_choice"] = self._threads_choice
         if self._restored or self._resume_overrides is not None:  # the same run, continued by this command
             # the first epoch this command trains, counted from 1 (max_epochs + 1 when the run had finished)
             from_epoch = int(self.history[-1]["epoch"]) + 1 if self.history else 1
