@@ -61,11 +61,12 @@ def unknown_key_line(error: BaseException, config_name: str, overrides: Sequence
         return None
     head, _, rest = key.partition(".")
     if rest and head in groups:
-        owners = [option for option in groups[head] if _has_key(config_name, [*choices, f"{head}={option}"], key)]
+        others = [choice for choice in choices if choice.partition("=")[0] != head]
+        owners = [option for option in groups[head] if _has_key(config_name, [*others, f"{head}={option}"], key)]
         current = OmegaConf.select(base, f"hydra.runtime.choices.{head}", default=None)
         owners = [option for option in owners if option != current]
         if owners:
-            bases = [option for option in owners if not set(_parents(head, option)) & set(owners)]
+            bases = [option for option in owners if not set(_parents(head, option)) & set(owners)] or owners
             presets = [option for option in owners if option not in bases]
             named = " or ".join(f"{head}={option}" for option in bases)
             if presets:
