@@ -149,8 +149,16 @@ def test_auto_threads_take_every_core_where_the_load_is_unknown(monkeypatch):
     assert machine.auto_threads(cores=4) == 4
 
 
+def test_auto_threads_take_the_share_omp_num_threads_states_whatever_the_load(monkeypatch):
+    monkeypatch.setattr(machine, "load_average", lambda: 50.0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert machine.auto_threads() == 1 == machine.available_cores()
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert machine.auto_threads() == max(1, machine.available_cores() - 50)  # each busy process takes a core away
+
+
 def test_a_single_run_chooses_its_threads_by_the_load_and_records_the_choice(fast_run):
     manifest = read_metrics(fast_run)["manifest"]
     choice = manifest["threads_choice"]
-    assert choice["setting"] == "auto" and choice["cores"] >= 1 and choice["threads"] == manifest["torch_threads"]
-    assert choice["threads"] == machine.auto_threads(cores=choice["cores"], load=choice["load"])
+    assert choice["setting"] == "auto" and choice["load"] is not None and choice["threads"] == manifest["torch_threads"]
+    assert 1 <= choice["threads"] <= choice["cores"]

@@ -35,8 +35,13 @@ def available_cores() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         cores = os.cpu_count() or 1
+    limit = _omp_threads()
+    return max(1, min(cores, limit)) if limit is not None else max(1, cores)
+
+
+def _omp_threads() -> int | None:
     limit = os.environ.get("OMP_NUM_THREADS", "")
-    return max(1, min(cores, int(limit))) if limit.isdigit() and int(limit) > 0 else max(1, cores)
+    return int(limit) if limit.isdigit() and int(limit) > 0 else None
 
 
 def load_average() -> float | None:
@@ -52,7 +57,11 @@ def auto_threads(cores: int | None = None, load: float | None = None) -> int:
 
     An OpenMP thread waits at every barrier for the others, so a thread on a core another busy process holds slows
     every step (17x measured, BENCHMARKS.md): each process of the load (rounded) takes one core away; at least 1.
+    Where ``OMP_NUM_THREADS`` is set (and ``cores`` not given), a scheduler or a test harness has stated this process
+    tree's share already: that share, whatever the load.
     """
+    if cores is None and _omp_threads() is not None:
+        return available_cores()
     cores = available_cores() if cores is None else cores
     load = load_average() if load is None else load
     busy = 0 if load is None else int(load + 0.5)
