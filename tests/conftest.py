@@ -20,10 +20,11 @@ def _share_cores_between_workers() -> None:
     """Under pytest-xdist, each worker (and every process its tests start) gets its share of the cores: OpenMP threads
     of several processes competing for the same cores wait on each other and run many times slower (BENCHMARKS.md)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers > 1:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-        torch.set_num_threads(threads)
+    # also with one worker: the share it states is what `threads: auto` takes (machine.auto_threads), so that runs a
+    # test compares bit for bit get the same thread count whatever the load does between them
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
 
 
 _share_cores_between_workers()

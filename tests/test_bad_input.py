@@ -15,7 +15,7 @@ from .helpers.commands import run_module
 TRAIN_CASES = [
     (["data.batch_size=abc"], "data.batch_size='abc': expected an integer"),
     (["optimizer.lr=abc"], "optimizer.lr='abc': expected a number"),
-    (["threads=abc"], "threads='abc': expected an integer or null"),
+    (["threads=abc"], "threads='abc': expected one of 'auto' or an integer or null"),
     (["trainer.max_epochs=abc"], "trainer.max_epochs='abc': expected an integer"),
     (["loss=dice", "loss.smooth=abc"], "loss.smooth='abc': expected a number"),
     (["model.base_channels=[16]"], "model.base_channels=[16]: expected an integer"),
@@ -25,6 +25,13 @@ TRAIN_CASES = [
     # Hydra's own composition errors, composed before Hydra runs (app/preflight.py)
     (["data.fooo=1"], "Could not override 'data.fooo'. To append to your config use +data.fooo=1. Key 'fooo' is not in struct"),
     (["loss=hinge"], "Could not find 'loss/hinge'. Available options in 'loss': boundary, ce, compound, dice, dice_ce"),
+    # what a bad override meant (app/override_hints.py), instead of Hydra's `+key=...`, which fails next
+    (["data.root=/tmp"], "data.root=/tmp: data.root belongs to data=folder (or its presets: data=ade20k"),
+    (["loss.gamma=2"], "loss.gamma=2: loss.gamma belongs to loss=focal"),
+    (["los=dice"], "los=dice: los is no config group or key; did you mean loss=dice?"),
+    (["optimizer.lrr=0.1"], "optimizer.lrr=0.1: optimizer.lrr is no key of optimizer; did you mean optimizer.lr=0.1?"),
+    (["ckpt_path=outputs/x/loss=ce,seed=7"], """a value holding '=' must be quoted: 'ckpt_path="outputs/x/loss=ce,seed=7"'"""),
+    (["data=folder"], "data.root is required: the dataset's folder"),
 ]
 CHECKPOINT_CASES = [
     ("segsweep.predict", ["input=generate", "size=32", "tile_batch=abc"], "tile_batch='abc': expected an integer"),
@@ -57,10 +64,28 @@ def test_eval_and_predict_reject_bad_input_in_one_line(fast_run, tmp_path, modul
     assert_one_line_and_nothing_left(result, expected, run_dir)
 
 
+@pytest.mark.parametrize(("module", "overrides"), [("segsweep.eval", []), ("segsweep.predict", ["input=generate"])])
+def test_eval_and_predict_without_a_checkpoint_are_one_line(tmp_path, module, overrides):
+    # no hydra.run.dir: the default one interpolates ckpt_path, which Hydra resolved into a traceback
+    result = run_module(module, *overrides, cwd=tmp_path, check=False)
+    assert_one_line_and_nothing_left(result, "ckpt_path is required: a checkpoint file or a run dir", tmp_path / "outputs")
+
+
 def test_a_sweep_with_an_unknown_option_is_one_line_before_any_job(tmp_path):
     sweep_dir = tmp_path / "sweep"
     result = run_module("segsweep.train", "-m", "debug=fast", "loss=ce,hinge", f"hydra.sweep.dir={sweep_dir}", check=False)
     assert_one_line_and_nothing_left(result, "Could not find 'loss/hinge'", sweep_dir)
+
+
+def test_a_sweep_in_which_a_job_failed_exits_1_after_its_report_and_says_so_last(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_module(
+        "segsweep.train", "-m", "debug=fast", "optimizer.lr=0.001,abc", "+hydra.callbacks.report.plots=false",
+        f"hydra.sweep.dir={sweep_dir}", check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "sweep failed: 1 of 2 jobs did not finish (optimizer.lr=abc)"
+    assert "- `optimizer.lr=abc`: failed: ValueError: optimizer.lr='abc'" in (sweep_dir / "report.md").read_text()
 
 
 def test_hydra_messages_become_one_line():

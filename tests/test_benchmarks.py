@@ -32,6 +32,7 @@ bench_efficiency = bench.load("bench_efficiency")
 bench_memory = bench.load("bench_memory")
 bench_overhead = bench.load("bench_overhead")
 bench_scenes = bench.load("bench_scenes")
+bench_threads = bench.load("bench_threads")
 
 pytestmark = pytest.mark.slow
 
@@ -193,3 +194,13 @@ def test_pruning_runs_the_same_search_pruned_and_unpruned():
     assert unpruned["completed"] == 4 and unpruned["pruned"] == 0
     assert pruned["completed"] + pruned["pruned"] == 4  # that the pruner prunes: tests/test_pruning.py
     assert positive(pruned["wall_s"], unpruned["wall_s"])
+
+
+def test_threads_variants_run_in_fresh_processes_with_their_environment():
+    passive, one = (bench_threads._measure(name, steps=1, quick=True) for name in ("passive", "one"))
+    assert passive["wait"] == "PASSIVE" and passive["threads"] >= 1 and positive(passive["step_s"])  # torch's default count
+    assert one["wait"] is None and one["threads"] == 1
+    runs = {name: [one] for name in bench_threads.VARIANTS}
+    lines = bench_threads.lines({"cpu": bench_threads.cpu_name(), "cores": 2, "conditions": {"quiet": runs, "busy": runs}})
+    check_lines(lines[1:-1], 2 * len(bench_threads.VARIANTS))
+    assert lines[0].startswith("threads_cpu  ") and lines[-1].startswith("threads_winner  ")

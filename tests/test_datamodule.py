@@ -102,3 +102,17 @@ def test_both_datamodules_satisfy_the_contract(tmp_path):
         assert datamodule.class_presence.shape == (datamodule.split_sizes["train"], datamodule.num_classes)
     assert (small().inference_roi, folder.inference_roi) == (None, 32)
     assert (small().classes_from_data, folder.classes_from_data) == (False, True)
+
+
+def test_a_crop_larger_than_every_folder_image_shrinks_to_the_images(tmp_path, caplog):
+    export(tmp_path / "small", {"train": 4, "val": 2, "test": 2}, (40, 56), seed=0)
+    datamodule = FolderDataModule(str(tmp_path / "small"), crop_size=128, num_workers=0, cache_dir=str(tmp_path / "c"))
+    with caplog.at_level("INFO", logger="segsweep.data.folder"):
+        datamodule.setup("fit")
+        datamodule.setup("test")
+    # not padded to 128 px (10x the pixels, void): the largest square an image holds, and the windows of val and test
+    assert datamodule.crop_size == datamodule.image_size == datamodule.inference_roi == 40
+    image, mask = datamodule.splits["train"][0]
+    assert image.shape[-2:] == mask.shape[-2:] == (40, 40)
+    (line,) = [record.getMessage() for record in caplog.records if "larger than every train image" in record.getMessage()]
+    assert line.startswith("data.crop_size=128 is larger than every train image")

@@ -2,7 +2,9 @@
 
 import csv
 import json
+import os
 import random
+import subprocess
 
 import pytest
 from omegaconf import OmegaConf
@@ -43,6 +45,17 @@ def test_eval_reproduces_the_training_test_metrics(fast_run, tmp_path):
     assert sum(float(row["pixel_share"]) for row in rows) == pytest.approx(1.0)
     assert "per class" in result.stdout and "pedestrian" in result.stdout
     assert (out / ".hydra" / "config.yaml").is_file() and not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize(("label", "extra"), [("evaluate", ""), ("predict", " size=64")])
+def test_the_commands_a_training_run_prints_run_outside_an_activated_venv(fast_run, tmp_path, label, extra):
+    lines = [line for line in (fast_run / "train.log").read_text().splitlines() if f"] - {label}: " in line]
+    printed = lines[-1].split(f"] - {label}: ", 1)[1].strip()
+    # as typed into a fresh shell: no venv on PATH, so a bare `python` would not be this installation's
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    command = f"{printed}{extra} hydra.run.dir={tmp_path / label}"
+    result = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
 
 
 def test_eval_of_a_run_dir_with_a_data_override(fast_run, tmp_path):

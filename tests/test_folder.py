@@ -203,6 +203,9 @@ def _bad_case(root: Path, case: str) -> str:
         write_pair(root, "train", "a", ok, 0)
         return f"{root}/classes.yaml: missing"
     classes_yaml(root, names=NAMES, colors=COLORS)
+    if case == "no train/images":  # README: one line, no run dir
+        (root / "train" / "masks").mkdir(parents=True)
+        return f"{root}/train/images: missing"
     for i in range(3):
         write_pair(root, "train", f"ok{i}", ok, i)
     if case == "malformed classes.yaml":
@@ -259,6 +262,7 @@ def _bad_case(root: Path, case: str) -> str:
 
 BAD_CASES = [
     "no classes.yaml",
+    "no train/images",
     "malformed classes.yaml",
     "classes.yaml without names",
     "image without mask",

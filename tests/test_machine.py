@@ -13,6 +13,8 @@ from segsweep.app.parallel import GIB
 from segsweep.app.validation import validate
 from segsweep.data.folder import FolderDataModule
 
+from .helpers.outputs import read_metrics
+
 MEMINFO = "MemTotal:       67108864 kB\nMemFree:         1000 kB\nMemAvailable:   20971520 kB\n"  # 20 GiB available
 
 
@@ -135,3 +137,28 @@ def test_folder_workers_follow_the_machines_cores(tmp_path, monkeypatch):
     (root / "classes.yaml").write_text("names: [road, car]\n")  # all the datamodule reads before its scan
     monkeypatch.setattr(machine, "available_cores", lambda: 3)
     assert FolderDataModule(str(root), cache_dir=str(tmp_path / "cache")).num_workers == 3
+
+
+@pytest.mark.parametrize(("cores", "load", "threads"), [(2, 0.3, 2), (2, 0.6, 1), (2, 14.0, 1), (16, 3.2, 13), (1, 0.0, 1)])
+def test_auto_threads_leave_the_cores_other_processes_hold(cores, load, threads):
+    assert machine.auto_threads(cores=cores, load=load) == threads
+
+
+def test_auto_threads_take_every_core_where_the_load_is_unknown(monkeypatch):
+    monkeypatch.setattr(machine, "load_average", lambda: None)  # no os.getloadavg (Windows)
+    assert machine.auto_threads(cores=4) == 4
+
+
+def test_auto_threads_take_the_share_omp_num_threads_states_whatever_the_load(monkeypatch):
+    monkeypatch.setattr(machine, "load_average", lambda: 50.0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert machine.auto_threads() == 1 == machine.available_cores()
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert machine.auto_threads() == max(1, machine.available_cores() - 50)  # each busy process takes a core away
+
+
+def test_a_single_run_chooses_its_threads_by_the_load_and_records_the_choice(fast_run):
+    manifest = read_metrics(fast_run)["manifest"]
+    choice = manifest["threads_choice"]
+    assert choice["setting"] == "auto" and choice["load"] is not None and choice["threads"] == manifest["torch_threads"]
+    assert 1 <= choice["threads"] <= choice["cores"]

@@ -25,11 +25,11 @@ def test_a_pruned_trial_stops_after_its_first_report_and_is_pruned_everywhere(tm
     run_module("segsweep.train", "hparams_search=optuna", "hydra.sweeper.n_trials=2", pruner, *FAST, f"hydra.sweep.dir={sweep}")
     trials = study_trials(sweep, "segsweep")
     assert [trial.state.name for trial in trials] == ["PRUNED", "PRUNED"]
-    assert all(list(trial.intermediate_values) == [0] for trial in trials)  # epoch 0's report, then stopped
+    assert all(list(trial.intermediate_values) == [0] for trial in trials)  # the first epoch's report (step 0), then stopped
     for job in job_dirs(sweep):
         record = read_metrics(job)
         assert was_pruned(job) and record["status"] == "pruned" and record["test"] == {}
-        assert len(record["history"]) == 1 and "pruned at epoch 0 (val/mIoU_best=" in record["error"]
+        assert len(record["history"]) == 1 and "pruned at epoch 1 (val/mIoU_best=" in record["error"]
     report = (sweep / "report.md").read_text()
     assert "Pruned (stopped early by the search's pruner): 2 of 2 trials, 0 (`" in report
     # pruned trials are not failures: the failed list stays empty and the headline says why nothing is compared

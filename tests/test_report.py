@@ -137,13 +137,13 @@ def test_failed_and_missing_jobs_are_reported_and_the_rest_compared(sweep, tmp_p
 
 def test_convergence_epoch_counts_from_one_and_says_never():
     history = [
-        {"epoch": 2, "val/mIoU": 0.7},
-        {"epoch": 0, "val/mIoU": 0.2},
-        {"epoch": 1, "val/mIoU": math.nan},
-        {"epoch": 3, "val/mIoU": 0.6},
+        {"epoch": 3, "val/mIoU": 0.7},
+        {"epoch": 1, "val/mIoU": 0.2},
+        {"epoch": 2, "val/mIoU": math.nan},
+        {"epoch": 4, "val/mIoU": 0.6},
     ]
     assert convergence_epoch(history, 0.1) == 1
-    assert convergence_epoch(history, 0.5) == 3  # first reached at the end of the third epoch (epoch index 2)
+    assert convergence_epoch(history, 0.5) == 3  # first reached at the end of the third epoch
     assert convergence_epoch(history, 0.7) == 3
     assert convergence_epoch(history, 0.71) is None
     assert convergence_epoch([], 0.1) is None

@@ -139,7 +139,7 @@ def test_a_run_killed_mid_epoch_resumes_to_identical_weights_and_metrics(tmp_pat
     assert_same_weights(state(uninterrupted, "best.ckpt"), state(killed, "best.ckpt"))
     assert numbers(killed) == numbers(uninterrupted)
     (resume,) = read_metrics(killed)["manifest"]["resumes"]
-    assert resume["from_epoch"] == 1 and resume["overrides"] == [] and f"ckpt_path={killed}" in resume["command"]
+    assert resume["from_epoch"] == 2 and resume["overrides"] == [] and f"ckpt_path={killed}" in resume["command"]
 
 
 def test_resume_true_without_a_checkpoint_is_one_clear_line(tmp_path):

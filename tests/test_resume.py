@@ -15,9 +15,11 @@ import torch
 from omegaconf import OmegaConf
 
 from segsweep.app.lifecycle import record_failure, training_command
+from segsweep.app.resume import run_threads
 from segsweep.app.rundir import has_run_records
 from segsweep.runs.callbacks.metrics_file import MetricsFile
-from segsweep.runs.record import failed_record, record_path, write_record
+from segsweep.runs.callbacks.progress_bar import EpochProgressBar
+from segsweep.runs.record import failed_record, load_record, record_path, write_record
 
 from .helpers.commands import REPO_ROOT, error_lines, run_module
 from .helpers.outputs import read_metrics
@@ -59,15 +61,15 @@ def test_resuming_a_run_dir_continues_that_run_with_its_own_config(tmp_path):
 
     train(run, f"ckpt_path={run}", "trainer.max_epochs=3", "threads=1")  # extending the run is allowed
     metrics = read_metrics(run)
-    assert [entry["epoch"] for entry in metrics["history"]] == [0, 1, 2]
+    assert [entry["epoch"] for entry in metrics["history"]] == [1, 2, 3]  # counted from 1
     assert metrics["config"]["trainer"]["max_epochs"] == 3 and metrics["config"]["data"]["train_size"] == 24
     assert epoch_of(run, "last.ckpt") == 2
 
     train(run, *ORIGINAL, "trainer.max_epochs=3", "resume=auto")  # a requeued job repeats its command: no change
     first, extended, requeued = read_metrics(run)["manifest"]["resumes"]
-    assert first["overrides"] == [] and first["from_epoch"] == 2
-    assert extended["overrides"] == ["trainer.max_epochs=3", "threads=1"] and extended["from_epoch"] == 2
-    assert f"ckpt_path={run}" in extended["command"] and requeued["from_epoch"] == 3
+    assert first["overrides"] == [] and first["from_epoch"] == 3  # the first epoch it trains, counted from 1
+    assert extended["overrides"] == ["trainer.max_epochs=3", "threads=1"] and extended["from_epoch"] == 3
+    assert f"ckpt_path={run}" in extended["command"] and requeued["from_epoch"] == 4
     assert records(run) == kept, "the run's own .hydra records are never rewritten"
     later = sorted((run / ".hydra" / "resumes").iterdir())
     assert len(later) == 3 and all((path / "overrides.yaml").is_file() for path in later)
@@ -104,7 +106,7 @@ def test_last_ckpt_is_written_every_epoch_even_without_improvement(tmp_path):
     run = tmp_path / "run"
     # lr 0 and no batch norm: the same weights every epoch, so val mIoU never improves after epoch 0
     train(run, *ORIGINAL, "trainer.max_epochs=3", "optimizer.lr=0", "model.batch_norm=false")
-    assert epoch_of(run, "best.ckpt") == 0 and read_metrics(run)["best"]["epoch"] == 0
+    assert epoch_of(run, "best.ckpt") == 0 and read_metrics(run)["best"]["epoch"] == 1  # Lightning's index, ours
     assert epoch_of(run, "last.ckpt") == 2
     assert sorted(path.name for path in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
 
@@ -126,15 +128,41 @@ def test_a_failure_inside_lightning_keeps_a_completed_record_and_is_recorded_onc
 
 def test_a_failed_fit_keeps_its_history_and_its_first_error(tmp_path):
     callback = MetricsFile(str(tmp_path))
-    callback.history = [{"epoch": 0, "val/mIoU": 0.25}]
+    callback.history = [{"epoch": 1, "val/mIoU": 0.25}]
     error = RuntimeError("out of memory")
     trainer, module = SimpleNamespace(global_rank=0), SimpleNamespace(hparams={"config": {"seed": 2}})
     callback.on_exception(trainer, module, error)
     record_failure(tmp_path, OmegaConf.create({"seed": 2}), ValueError("a second error"))
     record = read_metrics(tmp_path)
     assert record["status"] == "failed" and record["error"] == "RuntimeError: out of memory"
-    assert record["history"] == [{"epoch": 0, "val/mIoU": 0.25}] and record["best"] == {"val/mIoU": 0.25, "epoch": 0}
+    assert record["history"] == [{"epoch": 1, "val/mIoU": 0.25}] and record["best"] == {"val/mIoU": 0.25, "epoch": 1}
     assert "failed_attempts" not in record
+
+
+def test_epochs_count_from_one_also_in_records_and_checkpoints_written_when_they_counted_from_0(tmp_path):
+    old = {**failed_record({}, ""), "status": "fitted", "error": None, "best": {"val/mIoU": 0.5, "epoch": 1}}
+    write_record(record_path(tmp_path), old | {"history": [{"epoch": 0, "val/mIoU": 0.25}, {"epoch": 1, "val/mIoU": 0.5}]})
+    record = load_record(record_path(tmp_path))
+    assert [entry["epoch"] for entry in record["history"]] == [1, 2] and record["best"] == {"val/mIoU": 0.5, "epoch": 2}
+    callback = MetricsFile(str(tmp_path))
+    callback.load_state_dict({"history": [{"epoch": 0}, {"epoch": 1}], "elapsed_s": 1.0})  # an older last.ckpt
+    assert [entry["epoch"] for entry in callback.history] == [1, 2]
+    callback.on_validation_end(SimpleNamespace(sanity_checking=False, state=SimpleNamespace(fn="fit"), current_epoch=2,
+                                               callback_metrics={}, global_step=3), None)  # fmt: skip
+    assert [entry["epoch"] for entry in callback.history] == [1, 2, 3]
+
+
+def test_a_continued_run_with_threads_auto_keeps_the_count_its_first_command_chose(tmp_path):
+    write_record(record_path(tmp_path), {**failed_record({}, ""), "manifest": {"torch_threads": 1}})
+    auto, fixed = OmegaConf.create({"threads": "auto"}), OmegaConf.create({"threads": 2})
+    assert run_threads(auto, tmp_path, continued=True) == 1  # bit-identical continuation: the same count
+    assert run_threads(auto, tmp_path, continued=False) == "auto" and run_threads(fixed, tmp_path, continued=True) == 2
+
+
+def test_the_progress_bar_counts_epochs_from_one():
+    bar = EpochProgressBar()
+    bar._trainer = SimpleNamespace(max_epochs=12)
+    assert bar._get_train_description(0).strip() == "Epoch 1/12"  # Lightning's own: "Epoch 0/11"
 
 
 def test_a_run_stopped_by_ctrl_c_in_its_test_is_recorded_failed_with_its_results(make_config, tmp_path):
@@ -142,7 +170,7 @@ def test_a_run_stopped_by_ctrl_c_in_its_test_is_recorded_failed_with_its_results
     run_dir = tmp_path / "run"
 
     def fit_then_interrupted_test(cfg, datamodule, resume_overrides):
-        fitted = {**failed_record({"seed": 1}, ""), "status": "fitted", "error": None, "history": [{"epoch": 0}]}
+        fitted = {**failed_record({"seed": 1}, ""), "status": "fitted", "error": None, "history": [{"epoch": 1}]}
         write_record(record_path(run_dir), fitted)  # as MetricsFile writes it when the fit ends
         try:
             raise KeyboardInterrupt
@@ -152,7 +180,7 @@ def test_a_run_stopped_by_ctrl_c_in_its_test_is_recorded_failed_with_its_results
     with pytest.raises(SystemExit):
         training_command(cfg, fit_then_interrupted_test)
     record = read_metrics(run_dir)
-    assert record["status"] == "failed" and record["error"] == "KeyboardInterrupt: " and record["history"] == [{"epoch": 0}]
+    assert record["status"] == "failed" and record["error"] == "KeyboardInterrupt: " and record["history"] == [{"epoch": 1}]
 
 
 @pytest.mark.slow
@@ -219,7 +247,7 @@ def test_a_sweep_job_killed_during_its_test_is_finished_by_running_the_sweep_aga
     assert "skipped, already completed" not in result.stdout + result.stderr
     record = read_metrics(job)
     assert record["status"] == "completed" and 0 < record["test"]["test/mIoU"] <= 1
-    assert [entry["epoch"] for entry in record["history"]] == [0, 1]  # finished, not trained again
+    assert [entry["epoch"] for entry in record["history"]] == [1, 2]  # finished, not trained again
     assert "None: every job finished." in (sweep / "report.md").read_text()
 
 

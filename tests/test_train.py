@@ -46,7 +46,7 @@ def test_run_dir_has_the_contracted_outputs(fast_run):
     metrics = read_metrics(fast_run)
     assert metrics["status"] == "completed" and metrics["error"] is None
     assert "${" not in json.dumps(metrics["config"]) and metrics["config"]["data"]["image_size"] == 32
-    assert set(metrics["best"]) == {"val/mIoU", "epoch"} and metrics["best"]["epoch"] == 0
+    assert set(metrics["best"]) == {"val/mIoU", "epoch"} and metrics["best"]["epoch"] == 1
     assert {f"test/{name}" for name in STAGE_METRICS} <= set(metrics["test"])
     (entry,) = metrics["history"]
     assert {"epoch", "time_s", "val/mIoU_best", *(f"val/{name}" for name in STAGE_METRICS)} <= set(entry)
@@ -125,5 +125,5 @@ def test_a_short_real_training_run_learns(tmp_path):
     assert metrics["best"]["val/mIoU"] > 0.5, metrics["history"]
     assert metrics["test"]["test/mIoU"] > 0.5
     curve = [entry["val/mIoU"] for entry in metrics["history"]]
-    assert [entry["epoch"] for entry in metrics["history"]] == [0, 1, 2, 3, 4]
+    assert [entry["epoch"] for entry in metrics["history"]] == [1, 2, 3, 4, 5]
     assert max(curve[-2:]) > curve[0]

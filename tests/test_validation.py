@@ -26,7 +26,7 @@ from segsweep.app.validation import validate
         (["data.batch_size=abc"], "data.batch_size='abc': expected an integer"),
         (["data.batch_size=1.5"], "data.batch_size=1.5: expected an integer"),
         (["optimizer.lr=abc"], "optimizer.lr='abc': expected a number"),
-        (["threads=abc"], "threads='abc': expected an integer or null"),
+        (["threads=abc"], "threads='abc': expected one of 'auto' or an integer or null"),
         (["trainer.max_epochs=abc"], "trainer.max_epochs='abc': expected an integer or null"),
         (["model.depth=abc"], "model.depth='abc': expected an integer"),
         (["loss=focal", "loss.gamma=abc"], "loss.gamma='abc': expected a number"),

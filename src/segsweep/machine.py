@@ -1,4 +1,4 @@
-"""What the machine offers this process: cores, memory (within its container's cgroup limit), GPUs and their free memory.
+"""What the machine offers this process: cores, load, memory (within its container's cgroup limit), GPUs and their memory.
 
 The one place these are read: the launcher plans its processes (app/parallel.py), validation refuses runs
 (app/config.py) and folder datasets start their DataLoader workers (data/folder.py) from the same numbers. Memory is
@@ -35,8 +35,37 @@ def available_cores() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         cores = os.cpu_count() or 1
+    limit = _omp_threads()
+    return max(1, min(cores, limit)) if limit is not None else max(1, cores)
+
+
+def _omp_threads() -> int | None:
     limit = os.environ.get("OMP_NUM_THREADS", "")
-    return max(1, min(cores, int(limit))) if limit.isdigit() and int(limit) > 0 else max(1, cores)
+    return int(limit) if limit.isdigit() and int(limit) > 0 else None
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (runnable processes, this one included once it runs); None where unknown (Windows)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def auto_threads(cores: int | None = None, load: float | None = None) -> int:
+    """Torch threads for a process starting now (``threads: auto``): the cores other processes leave idle.
+
+    An OpenMP thread waits at every barrier for the others, so a thread on a core another busy process holds slows
+    every step (17x measured, BENCHMARKS.md): each process of the load (rounded) takes one core away; at least 1.
+    Where ``OMP_NUM_THREADS`` is set (and ``cores`` not given), a scheduler or a test harness has stated this process
+    tree's share already: that share, whatever the load.
+    """
+    if cores is None and _omp_threads() is not None:
+        return available_cores()
+    cores = available_cores() if cores is None else cores
+    load = load_average() if load is None else load
+    busy = 0 if load is None else int(load + 0.5)
+    return max(1, min(cores, cores - busy))
 
 
 def available_memory(root: Path | None = None) -> int | None:

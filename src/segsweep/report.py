@@ -22,6 +22,7 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from segsweep.app.hydra_callbacks import sweep_unfinished
 from segsweep.app.tracking import log_sweep_report
 from segsweep.runs.files import remove_orphan_temps, write_text_atomic
 from segsweep.sweep import plots
@@ -49,8 +50,8 @@ def _plots(report: Report, num_images: int, search: Search | None) -> None:
     curves = {
         shown_label(group): [
             [
-                (int(entry.get("epoch", index)) + 1, float(entry.get("val/mIoU", math.nan)), entry.get("images_seen"))
-                for index, entry in enumerate(job.history)
+                (int(entry.get("epoch", index)), float(entry.get("val/mIoU", math.nan)), entry.get("images_seen"))
+                for index, entry in enumerate(job.history, start=1)
             ]
             for job in group.finished
         ]
@@ -262,6 +263,12 @@ class SweepReportCallback(Callback):
             sweep_dir = str(config.hydra.sweep.dir)
             report = build_report(sweep_dir, threshold=self.threshold, num_images=self.num_images, plots=self.plots)
             show_report(report)
+            # a search's failed trials within max_failure_rate are its sweeper's to judge (past it, the sweeper exits 1)
+            names = [job.name for job in report.failed] if read_search(report) is None else []
+            sweep_unfinished(names)
+            if names:  # the last line, and exit code 1 (app/preflight.checked_command): scripts and CI see it
+                total = len({job.name for group in report.groups for job in group.jobs} | set(names))
+                print(f"sweep failed: {len(names)} of {total} jobs did not finish ({', '.join(names)})", flush=True)
         except ReportError as error:
             log.error("sweep report not written: %s", error)
             return

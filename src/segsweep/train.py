@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelSummary, ProgressBar
 
-from segsweep.app.banner import end_line, eval_line, results_line, run_summary, start_lines
+from segsweep.app.banner import end_line, next_commands, results_line, run_summary, start_lines
 from segsweep.app.build import build_module, class_weights, instantiate_all
 from segsweep.app.config import CONFIG_DIR
 from segsweep.app.launch import adapt_to_launcher, in_multirun
@@ -26,7 +26,7 @@ from segsweep.app.lifecycle import training_command
 from segsweep.app.preflight import checked_command
 from segsweep.app.pruning import trial_pruning, was_pruned
 from segsweep.app.resolvers import register_resolvers
-from segsweep.app.resume import fit_checkpoint
+from segsweep.app.resume import fit_checkpoint, run_threads
 from segsweep.data.contract import SegmentationData
 from segsweep.runs.callbacks.metrics_file import MetricsFile
 from segsweep.runs.checkpoint import AtomicCheckpointIO
@@ -42,10 +42,10 @@ register_resolvers()
 def train(cfg: DictConfig, datamodule: SegmentationData, resume_overrides: list[str] | None = None) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns the final metrics."""
     plugins = adapt_to_launcher(cfg)
-    configure_torch(cfg.get("threads"))
+    run_dir = Path(cfg.paths.output_dir)
+    threads = configure_torch(run_threads(cfg, run_dir, resume_overrides is not None), multirun=in_multirun())
     # Parallel launchers reuse processes: seed every job afresh (seed_everything also resets workers' seeds).
     pl.seed_everything(cfg.seed, workers=True)
-    run_dir = Path(cfg.paths.output_dir)
     for directory in (run_dir, run_dir / "checkpoints"):
         for orphan in remove_orphan_temps(directory):  # left by a killed write; nothing else writes here yet
             log.info("removed %s, left by an interrupted write", orphan)
@@ -68,11 +68,13 @@ def train(cfg: DictConfig, datamodule: SegmentationData, resume_overrides: list[
         plugins=[AtomicCheckpointIO(), *plugins],
         **({"enable_progress_bar": False} if quiet else {}),
     )
-    for line in start_lines(run_dir, run_summary(cfg, group_choices(), trainer.strategy.root_device)):
+    for line in start_lines(run_dir, run_summary(cfg, group_choices(), trainer.strategy.root_device, size)):
         log.info(line)
     metrics_file = next((callback for callback in callbacks if isinstance(callback, MetricsFile)), None)
-    if metrics_file is not None and resume_overrides is not None:
-        metrics_file.resuming(resume_overrides)
+    if metrics_file is not None:
+        metrics_file.threads_chosen(threads)
+        if resume_overrides is not None:
+            metrics_file.resuming(resume_overrides)
     if weights is not None:
         used = dict(zip(datamodule.class_names, weights.tolist()))
         if metrics_file is not None:
@@ -89,7 +91,8 @@ def train(cfg: DictConfig, datamodule: SegmentationData, resume_overrides: list[
     }
     log.info(results_line(metrics))
     log.info(end_line(run_dir, metrics))
-    log.info(eval_line(run_dir))
+    for line in next_commands(run_dir):
+        log.info(line)
     return metrics
 
 

@@ -35,14 +35,14 @@ def fake_job(
     (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     test = {"test/mIoU": test_miou, "test/pixel_acc": 0.9, "test/boundary_f1": 0.5, "test/loss": 0.3}
     test |= {f"test/iou/{name}": test_miou + 0.01 * index for index, name in enumerate(CLASSES)}
-    history = [{"epoch": epoch, "val/mIoU": value, "time_s": 10.0 * (epoch + 1)} for epoch, value in enumerate(curve)]
+    history = [{"epoch": epoch, "val/mIoU": value, "time_s": 10.0 * epoch} for epoch, value in enumerate(curve, start=1)]
     if images_per_epoch is not None:
-        history = [entry | {"images_seen": images_per_epoch * (entry["epoch"] + 1)} for entry in history]
+        history = [entry | {"images_seen": images_per_epoch * entry["epoch"]} for entry in history]
     metrics = {
         "status": status,
         "error": None,
         "config": {},
-        "best": {"val/mIoU": max(curve), "epoch": 0},
+        "best": {"val/mIoU": max(curve), "epoch": curve.index(max(curve)) + 1},
         "test": test,
         "history": history,
     }

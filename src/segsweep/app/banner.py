@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import shlex
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +18,19 @@ from segsweep.runs.console import significant
 SUMMARY_GROUPS = ("experiment", "rarity", "strategy", "loss", "model", "data", "optimizer", "scheduler")
 
 
-def _data_size(cfg: DictConfig) -> str:
+def _data_size(cfg: DictConfig, size: int) -> str:
     data = cfg.data
     if "root" in data:  # your own data (conf/data/folder.yaml)
-        return f"{data.root}, {data.crop_size} px crops"
-    return f"{data.train_size}/{data.val_size}/{data.test_size} scenes of {data.image_size} px"
+        return f"{data.root}, {size} px crops"
+    return f"{data.train_size}/{data.val_size}/{data.test_size} scenes of {size} px"
 
 
-def run_summary(cfg: DictConfig, choices: dict[str, Any], device: torch.device | str) -> str:
-    """One line: the config-group choices that make the run (``loss=dice model=unet ...``), its data, device and threads."""
+def run_summary(cfg: DictConfig, choices: dict[str, Any], device: torch.device | str, size: int) -> str:
+    """One line: the config-group choices that make the run (``loss=dice model=unet ...``), its data, device and threads.
+    ``size``: the data's training size as set up (a folder's crop shrinks to images smaller than ``data.crop_size``)."""
     groups = " ".join(f"{group}={choices[group]}" for group in SUMMARY_GROUPS if choices.get(group))
     return (
-        f"{groups} | {_data_size(cfg)} | {cfg.trainer.max_epochs} epochs | device {device}, "
+        f"{groups} | {_data_size(cfg, size)} | {cfg.trainer.max_epochs} epochs | device {device}, "
         f"{torch.get_num_threads()} threads | seed {cfg.seed}"
     )
 
@@ -41,9 +45,28 @@ def end_line(run_dir: Path, metrics: dict[str, float]) -> str:
     return f"done: {run_dir}  best val mIoU {significant(best)}  test mIoU {significant(test)}"
 
 
-def eval_line(run_dir: Path) -> str:
-    """How to evaluate the run, ready to copy: Hydra needs the dir quoted, its name holds ``=`` and ``,``."""
-    return "evaluate: python -m segsweep.eval ckpt_path=" + f"\"'{run_dir}'\""
+def command(module: str) -> str:
+    """How to run ``segsweep.<module>`` with this process's own installation: its console script where the one on PATH
+    is this interpreter's, else this interpreter (relative to the working dir when under it) with ``-m``."""
+    interpreter = Path(sys.executable)
+    script = shutil.which(f"segsweep-{module}")
+    if script is not None and Path(script).parent.resolve() == interpreter.parent.resolve():
+        return f"segsweep-{module}"
+    try:
+        shown = str(interpreter.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(interpreter)
+    return f"{shlex.quote(shown)} -m segsweep.{module}"
+
+
+def next_commands(run_dir: Path) -> list[str]:
+    """How to evaluate the run and predict with it, ready to copy: Hydra needs the dir quoted, its name holds ``=``
+    and ``,``."""
+    checkpoint = "ckpt_path=" + f"\"'{run_dir}'\""
+    return [
+        f"evaluate: {command('eval')} {checkpoint}",
+        f"predict:  {command('predict')} {checkpoint} input=generate",
+    ]
 
 
 def results_line(metrics: dict[str, float]) -> str:

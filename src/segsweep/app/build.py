@@ -20,7 +20,7 @@ from segsweep.models.class_weights import compute_class_weights
 from segsweep.models.module import SegmentationModule
 from segsweep.runs.allowlist import check_saved_config, renamed_targets
 from segsweep.runs.checkpoint import CheckpointError, checked_checkpoint, resolve_checkpoint
-from segsweep.runs.cli import one_line
+from segsweep.runs.cli import one_line, required_line
 
 
 def build_datamodule(cfg: DictConfig) -> SegmentationData:
@@ -29,7 +29,7 @@ def build_datamodule(cfg: DictConfig) -> SegmentationData:
     data = cfg.data
     for key in data:
         if OmegaConf.is_missing(data, key):
-            raise ValueError(f"data.{key} is required: add data.{key}=<value> to the command (e.g. data.root=/path/to/dataset)")
+            raise ValueError(required_line(f"data.{key}"))
     if data.get("root"):  # a folder dataset: absolute, so eval/predict of the run work from any directory
         data.root = str(Path(data.root).expanduser().resolve())
     try:

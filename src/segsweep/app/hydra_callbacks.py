@@ -1,5 +1,7 @@
 """Hydra callbacks of a multirun: the sweep dir made before the sweeper needs it, one console line per finished job.
 
+The jobs the sweep's report found unfinished are kept here too, for the command's exit code.
+
 (The third, ``report.SweepReportCallback``, writes the report when the multirun ends: it lives with the report it
 writes, in the entry-point layer, because the report loads models. Lightning's callbacks are in ``runs/callbacks/``.)
 """
@@ -17,6 +19,20 @@ from omegaconf import DictConfig
 
 from segsweep.runs.console import significant
 from segsweep.runs.record import RecordError, load_record, record_path
+
+# The jobs of this process's multirun that did not finish, as its report found them: Hydra drops what callbacks
+# return, and the command's exit code (app/preflight.checked_command) must say that jobs failed.
+_UNFINISHED: list[str] = []
+
+
+def sweep_unfinished(names: list[str]) -> None:
+    """The report of this process's multirun found these jobs unfinished (failed or never started)."""
+    _UNFINISHED[:] = names
+
+
+def unfinished_jobs() -> list[str]:
+    """The jobs the report of this process's multirun found unfinished; [] before a report or when all finished."""
+    return list(_UNFINISHED)
 
 
 class MakeSweepDir(Callback):

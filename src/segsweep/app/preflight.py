@@ -21,6 +21,9 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from segsweep.app.config import CONFIG_DIR
+from segsweep.app.hydra_callbacks import unfinished_jobs
+from segsweep.app.override_hints import missing_keys, quoted_form, unknown_key_line
+from segsweep.runs.cli import required_line
 
 # Lines of Hydra's messages that locate an error for a debugger, not for the user.
 _DETAIL_PREFIXES = ("full_key:", "object_type=", "reference_type=", "See https://hydra.cc")
@@ -58,13 +61,21 @@ def composition_error(config_name: str, argv: Sequence[str]) -> str | None:
         return None
     if args.config_path or args.config_dir:
         return None
+    quoted = [form for form in map(quoted_form, args.overrides) if form is not None]
+    if quoted:
+        return f"a value holding '=' must be quoted: {' '.join(quoted)} (unquoted, Hydra reads it as a new override)"
+    name = args.config_name or config_name
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            for overrides in _variants(OverridesParser.create().parse_overrides(args.overrides)):
-                compose(config_name=args.config_name or config_name, overrides=overrides, return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException) as error:
-        return error_line(error)
+            try:
+                for overrides in _variants(OverridesParser.create().parse_overrides(args.overrides)):
+                    composed = compose(config_name=name, overrides=overrides, return_hydra_config=True)
+                    missing = missing_keys(composed)
+                    if missing:  # Hydra would fail resolving hydra.run.dir (ckpt_path), in a traceback
+                        return required_line(missing[0])
+            except (HydraException, OmegaConfBaseException) as error:
+                return unknown_key_line(error, name, args.overrides) or error_line(error)
     finally:
         GlobalHydra.instance().clear()
     return None
@@ -92,7 +103,8 @@ def _variants(parsed: Sequence[Override]) -> list[list[str]]:
 
 def checked_command(task: str, config_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Wraps a ``@hydra.main`` function: run from the command line, its overrides are composed first (one line, exit
-    1, on error). Called with a config (a launcher's worker process), it passes straight through, as Hydra's does."""
+    1, on error), and a multirun whose report found jobs unfinished exits 1. Called with a config (a launcher's worker
+    process), it passes straight through, as Hydra's does."""
 
     def decorate(hydra_main: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(hydra_main)
@@ -102,7 +114,10 @@ def checked_command(task: str, config_name: str) -> Callable[[Callable[..., Any]
                 if error is not None:
                     print(f"{task} failed: {error}", file=sys.stderr)
                     sys.exit(1)
-            return hydra_main(cfg_passthrough)
+            result = hydra_main(cfg_passthrough)
+            if cfg_passthrough is None and unfinished_jobs():  # the report is written and its last line says so
+                sys.exit(1)
+            return result
 
         return command
 

@@ -46,7 +46,9 @@ class TrialPruning(pl.Callback):
             self._trial = self._trial or self._open()
             self._trial.report(float(value), trainer.current_epoch)
             if self._trial.should_prune():
-                why = f"pruned at epoch {trainer.current_epoch} ({self.monitor}={float(value):.4g}) by {self.pruner['_target_']}"
+                # epochs as every record counts them, from 1 (the trial's step is Lightning's epoch, from 0)
+                epoch = trainer.current_epoch + 1
+                why = f"pruned at epoch {epoch} ({self.monitor}={float(value):.4g}) by {self.pruner['_target_']}"
         why = trainer.strategy.broadcast(why, src=0)
         if why is not None:
             self.pruned, trainer.should_stop = why, True

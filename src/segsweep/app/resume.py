@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from segsweep.app.rundir import RECORDS, has_run_records
 from segsweep.runs.allowlist import check_config, check_saved_config, renamed_targets
 from segsweep.runs.checkpoint import checked_checkpoint, resolve_checkpoint
+from segsweep.runs.record import existing_record, record_path
 
 # What a resumed run accepts: how long it trains and how this machine runs and shows it, never what it learns.
 # (A bit-identical continuation also needs the same thread count: CPU conv reductions depend on it.)
@@ -40,6 +41,16 @@ def resume_selected(cfg: DictConfig, run_dir: str | Path) -> bool:
     ckpt_path = cfg.get("ckpt_path")
     given_dir = bool(ckpt_path) and Path(ckpt_path).is_dir() and Path(ckpt_path).resolve() == Path(run_dir).resolve()
     return bool(cfg.get("resume")) or given_dir
+
+
+def run_threads(cfg: DictConfig, run_dir: str | Path, continued: bool) -> Any:
+    """The ``threads`` this command runs with: a continued run with ``threads: auto`` keeps the count its first command
+    chose (its manifest's ``torch_threads``), so that it continues bit-identically; anything else as configured."""
+    threads = cfg.get("threads")
+    if threads != "auto" or not continued:
+        return threads
+    chosen = (existing_record(record_path(run_dir)).get("manifest") or {}).get("torch_threads")
+    return chosen if isinstance(chosen, int) and not isinstance(chosen, bool) and chosen >= 1 else threads
 
 
 def fit_checkpoint(cfg: DictConfig) -> str | None:

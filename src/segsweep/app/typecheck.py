@@ -21,7 +21,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 # Top-level keys that configure no _target_, with their types.
-TOP_LEVEL: dict[str, Any] = {"seed": int, "threads": int | None}
+TOP_LEVEL: dict[str, Any] = {"seed": int, "threads": int | Literal["auto"] | None}
 # The keys of eval and predict, which configure no _target_ (null: keep the checkpoint's or the default value).
 ENTRY_POINT_TYPES: dict[str, dict[str, Any]] = {
     "eval": {

@@ -47,8 +47,8 @@ def validate(cfg: DictConfig) -> SegmentationData:
     """
     check_types(cfg)
     model, trainer = cfg.model, cfg.trainer
-    if cfg.get("threads") is not None and cfg.threads < 1:
-        raise ValueError(f"threads must be >= 1 (or null for torch's default), got {cfg.threads}")
+    if isinstance(cfg.get("threads"), int) and cfg.threads < 1:
+        raise ValueError(f"threads must be >= 1 (or auto, or null for torch's default), got {cfg.threads}")
     if trainer.get("max_epochs") is not None and trainer.max_epochs < 1:
         raise ValueError(f"trainer.max_epochs must be >= 1, got {trainer.max_epochs}")
     datamodule = build_datamodule(cfg)

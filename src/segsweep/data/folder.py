@@ -14,7 +14,8 @@
 
 Training takes random ``crop_size`` crops (padded with the ignore index where an image is smaller; ``data.rare_crop_fraction``
 of them centred on a rare class), with the augmentation of ``data.augment``; validation and test see whole images, which
-the module segments by sliding windows of ``crop_size`` tiles (``inference_roi``), as ``segsweep.predict`` does.
+the module segments by sliding windows of ``crop_size`` tiles (``inference_roi``), as ``segsweep.predict`` does. A
+``crop_size`` larger than every train image shrinks to the largest square one of them holds (logged).
 
 A public dataset's own layout (``layout``: data=cityscapes|ade20k|voc|camvid|nnunet) or an annotation tool's export
 (data=coco|labelme|cvat_mask, masks drawn into the cache: data/annotations.py) replaces this one (data/layouts.py),
@@ -202,6 +203,16 @@ class FolderDataModule(DerivedStatistics, pl.LightningDataModule):
                 f"(ignore_index {self.classes.ignore_index}): nothing to train on"
             )
         sizes = [stats[pair.name][:2] for pair in pairs["train"]]
+        fits = max(min(height, width) for height, width in sizes)
+        if fits < self.crop_size:  # padding every crop would spend its FLOPs on void (4x at 64 px images, 128 px crops)
+            log.info(
+                "data.crop_size=%d is larger than every train image (the largest square one holds is %d px): "
+                "training crops and sliding windows of %d px instead",
+                self.crop_size,
+                fits,
+                fits,
+            )
+            self.crop_size = self.image_size = fits
         smaller = sum(1 for height, width in sizes if height < self.crop_size or width < self.crop_size)
         if smaller:
             log.info(

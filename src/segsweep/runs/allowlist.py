@@ -30,7 +30,6 @@ ALLOWED_TARGETS = frozenset(
         "pytorch_lightning.Trainer",
         "pytorch_lightning.callbacks.LearningRateMonitor",
         "pytorch_lightning.callbacks.ModelCheckpoint",
-        "pytorch_lightning.callbacks.RichProgressBar",
         "pytorch_lightning.loggers.TensorBoardLogger",
         "segsweep.runs.callbacks.metrics_file.MetricsFile",
         "segsweep.runs.callbacks.prediction_images.PredictionImages",
@@ -38,6 +37,7 @@ ALLOWED_TARGETS = frozenset(
         "segsweep.runs.callbacks.tensorboard_hparams.TensorBoardHparams",
         "segsweep.runs.callbacks.epoch_lines.EpochLines",
         "segsweep.runs.callbacks.image_counts.ImageCountsFile",
+        "segsweep.runs.callbacks.progress_bar.EpochProgressBar",
         "pytorch_lightning.loggers.CSVLogger",
         "pytorch_lightning.loggers.MLFlowLogger",
         "pytorch_lightning.loggers.WandbLogger",
@@ -86,6 +86,8 @@ MOVED_TARGETS = {
     "segsweep.runs.callbacks.TensorBoardHparams": "segsweep.runs.callbacks.tensorboard_hparams.TensorBoardHparams",
     "segsweep.runs.console.EpochLines": "segsweep.runs.callbacks.epoch_lines.EpochLines",
     "segsweep.runs.image_counts.ImageCountsFile": "segsweep.runs.callbacks.image_counts.ImageCountsFile",
+    # Lightning's progress bar (epochs from 0) became ours (epochs from 1, as everything else a user reads)
+    "pytorch_lightning.callbacks.RichProgressBar": "segsweep.runs.callbacks.progress_bar.EpochProgressBar",
 }
 
 # Hydra's instantiate keys besides _target_, with the values that only change how an allowed call is made.

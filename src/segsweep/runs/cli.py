@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from segsweep import machine
 from segsweep.runs.checkpoint import CheckpointError
 from segsweep.runs.files import NoRoomError
 
@@ -54,11 +56,24 @@ def prepare_output_dir(path: Path) -> Path:
     return path
 
 
+# What a mandatory key (``???`` in conf/) takes, as its one-line error says it
+_REQUIRED = {
+    "ckpt_path": "a checkpoint file or a run dir (ckpt_path=outputs/train/runs/<run>)",
+    "input": "an image, a folder, a list [a.png,photos/] or generate (input=photo.png)",
+    "data.root": "the dataset's folder (data.root=/path/to/dataset)",
+}
+
+
+def required_line(key: str) -> str:
+    """The one-line error of a mandatory key the command did not give."""
+    return f"{key} is required: {_REQUIRED.get(key, f'add {key}=<value> to the command')}"
+
+
 def require(cfg: DictConfig, *keys: str) -> None:
     """Mandatory keys (``???`` in the config) as one clear line instead of OmegaConf's traceback."""
     for key in keys:
         if OmegaConf.is_missing(cfg, key):
-            raise ValueError(f"{key} is required: add {key}=<value> to the command (see conf/{cfg.task_name}.yaml)")
+            raise ValueError(required_line(key))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,18 +89,29 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def configure_torch(threads: Any) -> None:
-    """A command's process-wide torch settings. ``threads``: intra-op threads (None keeps torch's default, one per core).
+def configure_torch(threads: Any, multirun: bool = False) -> dict[str, Any]:
+    """A command's process-wide torch settings; returns the thread choice as the manifest records it. ``threads``:
+    intra-op threads, ``auto`` (the cores the load leaves idle, ``machine.auto_threads``) or None (torch's default, one
+    per core). A multirun's jobs keep their own counts (the launcher gives each its share): ``auto`` there is None.
 
     Deterministic algorithms (``trainer.deterministic``) also fill every fresh tensor with NaN by default, to expose
     kernels that read memory they did not write; that was 8% of the CPU time of a training step here (torch
     profiler) and changes no result (reruns are checked bit-identical), so it is off."""
     torch.utils.deterministic.fill_uninitialized_memory = False
-    if threads is None:
-        return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1 (or null for torch's default), got {threads!r}")
-    torch.set_num_threads(threads)
+    choice: dict[str, Any] = {"setting": threads}
+    if threads == "auto" and multirun:
+        threads = None
+    if threads == "auto":
+        load = machine.load_average()
+        threads = machine.auto_threads(load=load)
+        choice |= {"load": load, "cores": machine.available_cores()}
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be an integer >= 1, auto or null (torch's default), got {threads!r}")
+        torch.set_num_threads(threads)
+    # OpenMP reads its wait policy when torch loads it: recorded as this process started with it
+    wait = {key: os.environ[key] for key in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "GOMP_SPINCOUNT") if key in os.environ}
+    return choice | {"threads": torch.get_num_threads(), **({"wait_policy": wait} if wait else {})}
 
 
 def json_safe(value: Any) -> Any:

@@ -88,7 +88,8 @@ def with_resume(
     manifest: dict[str, Any], recorded: dict[str, Any] | None, overrides: list[str], from_epoch: int
 ) -> dict[str, Any]:
     """``manifest`` with this command in its ``resumes``: the entries of the checkpoint's manifest plus those only the
-    record has (a resume that trained no epoch), by time, then this one (``from_epoch``: the first epoch it trains)."""
+    record has (a resume that trained no epoch), by time, then this one (``from_epoch``: the first epoch it trains,
+    counted from 1)."""
     resumes = list(manifest.get("resumes", []))
     resumes += [entry for entry in (recorded or {}).get("resumes", []) if entry not in resumes]
     entry = {"time": now(), "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "overrides": overrides, "from_epoch": from_epoch}

@@ -14,6 +14,9 @@ Schema (every key always present unless marked optional)::
                   of the sampler counted); both absent in records written before they were counted
     manifest      {...} | null        provenance (segsweep.runs.manifest); ``resumes``: [{"time": str, "command": [...],
                   "overrides": [...], "from_epoch": int}], one entry per command that continued the run
+
+Epochs are counted from 1 (``epoch`` 3 is the third), as the log lines, the progress bar and the report count them;
+records written before counted them from 0 (their history starts at 0) and are read as counted from 1.
     classes       optional: {"names": [...], "colors": [[r,g,b], ...], "ignore_index": int, "train_pixels": [int, ...]}
     class_weights optional: {"<class>": float, ...}, when the loss used class weights
     failed_attempts optional: [{"time": str, "error": str, "command": [...]}], later commands that failed
@@ -77,6 +80,13 @@ def completed_record(run_dir: str | Path) -> dict[str, Any] | None:
     fitted only, failed)."""
     record = existing_record(record_path(run_dir))
     return record if record.get("status") == "completed" else None
+
+
+def epochs_from_one(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``history`` with its epochs counted from 1: one written before (its epochs counted from 0) shifted by one."""
+    if not any(entry.get("epoch") == 0 for entry in history):
+        return history
+    return [{**entry, "epoch": entry["epoch"] + 1} if _is_number(entry.get("epoch")) else entry for entry in history]
 
 
 def best_of(history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -215,6 +225,11 @@ def load_record(path: str | Path) -> dict[str, Any]:
         _check_numbers(path, f"history[{position}]", entry)
     if "classes" in record:
         _check_classes(path, record["classes"])
+    counted = epochs_from_one(history)
+    if counted is not history:  # a record written when epochs counted from 0
+        best = record.get("best") or {}
+        shifted = {"epoch": best["epoch"] + 1} if _is_number(best.get("epoch")) else {}
+        record = {**record, "history": counted, "best": {**best, **shifted}}
     return record
 
 

@@ -35,7 +35,7 @@ def convergence_epoch(history: Sequence[dict[str, Any]], threshold: float, metri
     if reached is None:
         return None
     position, entry = reached
-    return int(entry["epoch"]) + 1 if "epoch" in entry else position + 1
+    return int(entry["epoch"]) if "epoch" in entry else position + 1
 
 
 def convergence_images(history: Sequence[dict[str, Any]], threshold: float, metric: str = "val/mIoU") -> int | None:

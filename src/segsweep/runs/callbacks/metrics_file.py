@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from segsweep.runs.manifest import manifest, with_resume
-from segsweep.runs.record import existing_record, record_path, write_run
+from segsweep.runs.record import epochs_from_one, existing_record, record_path, write_run
 
 
 def failure_text(error: BaseException) -> str:
@@ -46,10 +46,15 @@ class MetricsFile(pl.Callback):
         self._images_seen = 0
         self._restored = False
         self._resume_overrides: list[str] | None = None
+        self._threads_choice: dict[str, Any] | None = None
 
     def resuming(self, overrides: list[str]) -> None:
         """This command continues the run in its dir, with these (allowed) overrides: an entry in the manifest's ``resumes``."""
         self._resume_overrides = list(overrides)
+
+    def threads_chosen(self, choice: dict[str, Any]) -> None:
+        """How the command chose its torch threads (``runs.cli.configure_torch``): the manifest's ``threads_choice``."""
+        self._threads_choice = dict(choice)
 
     def weights_used(self, weights: dict[str, float]) -> None:
         """The class weights the loss uses, by class name (the record's ``class_weights``)."""
@@ -90,18 +95,22 @@ class MetricsFile(pl.Callback):
             channels_last = (config.get("module") or {}).get("channels_last")
             fine_tuning = getattr(pl_module, "fine_tuning", None)
             self.manifest = manifest(config.get("seed"), str(pl_module.device), channels_last, fine_tuning)
+            if self._threads_choice is not None:
+                self.manifest["threads_choice"] = self._threads_choice
         if self._restored or self._resume_overrides is not None:  # the same run, continued by this command
-            from_epoch = int(self.history[-1]["epoch"]) + 1 if self.history else 0  # max_epochs when it had finished
+            # the first epoch this command trains, counted from 1 (max_epochs + 1 when the run had finished)
+            from_epoch = int(self.history[-1]["epoch"]) + 1 if self.history else 1
             self.manifest = with_resume(self.manifest, recorded, self._resume_overrides or [], from_epoch)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        entry: dict[str, float] = {"epoch": trainer.current_epoch}
+        epoch = trainer.current_epoch + 1  # counted from 1, as every epoch a user reads (runs/record.py)
+        entry: dict[str, float] = {"epoch": epoch}
         entry.update(_scalars(trainer.callback_metrics, "val/"))
         entry["time_s"] = round(self._elapsed_before + time.perf_counter() - self._started, 3)
         entry["steps"], entry["images_seen"] = trainer.global_step, self._images_seen
-        self.history = [old for old in self.history if old["epoch"] != trainer.current_epoch] + [entry]
+        self.history = [old for old in self.history if old["epoch"] != epoch] + [entry]
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -128,7 +137,7 @@ class MetricsFile(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self._fit_done:  # testing the best checkpoint must not rewind the history to the best epoch
             return
-        self.history = list(state_dict["history"])
+        self.history = epochs_from_one(list(state_dict["history"]))  # checkpoints written before counted from 0
         self._elapsed_before = float(state_dict["elapsed_s"])
         self._images_seen = int(state_dict.get("images_seen", 0))  # 0 in checkpoints written before images were counted
         self.manifest = state_dict.get("manifest")
