@@ -18,7 +18,9 @@ from .helpers import public_datasets
 
 # Groups that describe Hydra itself; they compose with every run and are checked below.
 HYDRA_GROUPS = {"hydra", "paths"}
-GPU_ONLY = {"trainer": {"gpu", "ddp"}, "experiment": {"loss_comparison_gpu", "imbalance_study_gpu"}}
+# experiment=loss_comparison_<dataset>: the loss study on a public dataset at its usual size, on a GPU
+PUBLIC_STUDIES = {f"loss_comparison_{name}": name for name in ("cityscapes", "ade20k", "voc", "camvid", "nnunet")}
+GPU_ONLY = {"trainer": {"gpu", "ddp"}, "experiment": {"loss_comparison_gpu", "imbalance_study_gpu", *PUBLIC_STUDIES}}
 
 
 def config_files() -> list[tuple[str, str]]:
@@ -53,8 +55,9 @@ def test_config_composes_and_instantiates(make_config, group, option, tmp_path):
     if (group, option) == ("data", "folder"):  # data.root is required: a small exported folder dataset
         root = export(tmp_path / "folder", {"train": 4, "val": 2, "test": 2}, 48, seed=0)
         overrides += [f"data.root={root}", "data.crop_size=32"]
-    if group == "data" and hasattr(public_datasets, option):  # a public dataset's preset: a tiny replica in its layout
-        root, _ = getattr(public_datasets, option)(tmp_path)
+    dataset = option if group == "data" else PUBLIC_STUDIES.get(option) if group == "experiment" else None
+    if dataset is not None and hasattr(public_datasets, dataset):  # a public dataset's preset: a tiny replica in its layout
+        root, _ = getattr(public_datasets, dataset)(tmp_path)
         overrides += [f"data.root={root}", "data.crop_size=32", f"data.cache_dir={tmp_path / 'cache'}"]
     cfg = make_config(*overrides)
     OmegaConf.resolve(cfg)  # every interpolation resolves
