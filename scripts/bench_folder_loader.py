@@ -1,17 +1,20 @@
 """Data loading: segsweep's folder loader vs a plain PIL + transforms.v2 DataLoader on 2048x1024 PNGs (Cityscapes' size).
 
-Usage: python scripts/bench_folder_loader.py [--quick] [--images N] [--workers W] [--repeats R]
+Usage: python scripts/bench_folder_loader.py [--quick] [--images N] [--workers W] [--repeats R] [--rss-workers M]
 
 Both loaders read the same folder (RGB PNG images, L masks, written into a temporary dir), take the same random
 crops (``--crop``) with horizontal flips, and batch them with the same DataLoader settings (W workers, batch 4);
 each pass reads every image once, the two alternating who goes first. The bar: segsweep's images/s per worker >= the
 plain loader's. An INFO line compares the PNG decoders alone in this process: ``torchvision.io.decode_png`` against
-PIL (what both loaders use).
+PIL (what both loaders use). A second INFO line gives each loader's peak RSS with M workers (8; 2 with --quick): the
+largest sum, over the batches of one pass, of the VmRSS of this process and of each of its DataLoader workers
+(/proc/<pid>/status, Linux; pages the forked workers share with this process count once per process, as top shows).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -76,12 +79,39 @@ def _drain(loader: DataLoader) -> None:
         pass
 
 
+def _vmrss(pid: int) -> int:
+    """Resident bytes of process ``pid`` now (0 once it has exited)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return 0
+    kib = next(field.split()[1] for field in status.splitlines() if field.startswith("VmRSS:"))
+    return int(kib) * 1024
+
+
+def peak_rss(loader: DataLoader) -> int:
+    """One pass over ``loader``: the largest sum of this process's and its workers' RSS seen at a batch."""
+    iterator = iter(loader)
+    pids = [os.getpid()] + [worker.pid for worker in getattr(iterator, "_workers", [])]
+    peak = 0
+    for _ in iterator:
+        peak = max(peak, sum(_vmrss(pid) for pid in pids))
+    return peak
+
+
 def run(
-    quick: bool = False, threads: int | None = None, images: int = 32, workers: int = 2, repeats: int = 3, crop: int = 512
+    quick: bool = False,
+    threads: int | None = None,
+    images: int = 32,
+    workers: int = 2,
+    repeats: int = 3,
+    crop: int = 512,
+    rss_workers: int = 8,
 ) -> dict:
-    """Both loaders' images/s per worker (``threads`` is bench.py's option: the loaders' work is in their workers)."""
+    """Both loaders' images/s per worker and peak RSS with ``rss_workers`` (``threads`` is bench.py's option: the
+    loaders' work is in their workers)."""
     height, width = (256, 512) if quick else (1024, 2048)
-    images, repeats, crop = (8, 2, 128) if quick else (images, repeats, crop)
+    images, repeats, crop, rss_workers = (8, 2, 128, 2) if quick else (images, repeats, crop, rss_workers)
     with tempfile.TemporaryDirectory(prefix="bench_loader_") as tmp:
         root = Path(tmp) / "folder"
         write_folder(root, images, height, width)
@@ -100,6 +130,10 @@ def run(
             },
             repeats,
         )
+        wide = FolderDataModule(str(root), crop_size=crop, batch_size=BATCH, num_workers=rss_workers, cache_dir=cache)
+        wide.setup("fit")
+        plain_wide = DataLoader(PlainDataset(root, crop), batch_size=BATCH, shuffle=True, num_workers=rss_workers)
+        rss = {"segsweep": peak_rss(wide.train_dataloader()), "plain": peak_rss(plain_wide)}
     per_worker = {name: count[name] / statistics.median(values) / max(workers, 1) for name, values in times.items()}
     return {
         "size": (height, width),
@@ -109,19 +143,30 @@ def run(
         "per_worker": per_worker,
         "ratio": per_worker["segsweep"] / per_worker["plain"],
         "decode_ratio": statistics.median(decoders["pil"]) / statistics.median(decoders["decode_png"]),
+        "rss_workers": rss_workers,
+        "peak_rss_bytes": rss,
         "quick": quick,
     }
 
 
 def lines(r: dict[str, Any]) -> list[str]:
     height, width = r["size"]
-    ours, plain = r["per_worker"]["segsweep"], r["per_worker"]["plain"]
+    ours, plain, rss = r["per_worker"]["segsweep"], r["per_worker"]["plain"], r["peak_rss_bytes"]
     what = f"{width}x{height} PNG, {r['workers']} workers, batch {BATCH}, crops of {r['crop']} with flips"
     return [
         line("folder_loader", f"segsweep={ours:.2f}img/s/worker", f"plain={plain:.2f}img/s/worker", r["ratio"], ">=", 1.0)
         + f"  [{what}; plain: PIL + transforms.v2 RandomCrop/RandomHorizontalFlip]",
         line("png_decode", "decode_png", "pil", r["decode_ratio"], None, None)
         + f"  [PIL's decode time / torchvision.io.decode_png's, {width}x{height} RGB PNG, one process]",
+        line(
+            "folder_loader_rss",
+            f"segsweep={rss['segsweep'] / 2**20:.0f}MiB",
+            f"plain={rss['plain'] / 2**20:.0f}MiB",
+            rss["segsweep"] / rss["plain"],
+            None,
+            None,
+        )
+        + f"  [peak RSS of this process + its {r['rss_workers']} workers over a pass, {width}x{height} PNG, batch {BATCH}]",
     ]
 
 
@@ -131,8 +176,9 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=32, help="images in the folder (default 32)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of both loaders (default 2)")
     parser.add_argument("--repeats", type=int, default=3, help="passes over the folder per loader (default 3)")
+    parser.add_argument("--rss-workers", type=int, default=8, help="workers of the peak RSS pass (default 8)")
     args = parser.parse_args()
-    for text in lines(run(args.quick, None, args.images, args.workers, args.repeats)):
+    for text in lines(run(args.quick, None, args.images, args.workers, args.repeats, rss_workers=args.rss_workers)):
         print(text)
     return 0
 

@@ -142,9 +142,11 @@ def test_folder_loader_times_both_loaders_on_the_same_folder():
     result = bench_folder_loader.run(quick=True, workers=0)
     assert result["images"]["segsweep"] == result["images"]["plain"] - 1  # one of the 8 validates
     assert positive(result["per_worker"]["segsweep"], result["per_worker"]["plain"], result["decode_ratio"])
+    assert result["rss_workers"] == 2 and positive(*result["peak_rss_bytes"].values())
     lines = bench_folder_loader.lines(result)
-    check_lines(lines, 2)
+    check_lines(lines, 3)
     assert lines[0].startswith("folder_loader  segsweep=") and lines[1].startswith("png_decode  decode_png")
+    assert lines[2].startswith("folder_loader_rss  segsweep=")
 
 
 @pytest.mark.slow
@@ -204,3 +206,12 @@ def test_threads_variants_run_in_fresh_processes_with_their_environment():
     lines = bench_threads.lines({"cpu": bench_threads.cpu_name(), "cores": 2, "conditions": {"quiet": runs, "busy": runs}})
     check_lines(lines[1:-1], 2 * len(bench_threads.VARIANTS))
     assert lines[0].startswith("threads_cpu  ") and lines[-1].startswith("threads_winner  ")
+
+
+def test_gpu_time_on_paper_counts_each_public_study_and_scales_by_pixels():
+    gpu_time = bench.load("gpu_time_on_paper")
+    row = gpu_time.estimate("camvid", 0.4, 32)
+    assert row["jobs"] == 15 and row["crop"] == 352 and row["steps"] == 100 * math.ceil(367 / 8)
+    assert positive(row["step_tflop"], row["job_pflop"], row["hours"], row["images_per_s"])
+    assert gpu_time.estimate("camvid", 0.4, 64)["step_tflop"] == pytest.approx(row["step_tflop"], rel=1e-6)
+    assert gpu_time.table([row], 0.4, 32).splitlines()[3].startswith("| loss_comparison_camvid | 352x352 x 8 | 100 (4600) |")

@@ -18,9 +18,11 @@ from .helpers import annotation_exports, public_datasets
 
 # Groups that describe Hydra itself; they compose with every run and are checked below.
 HYDRA_GROUPS = {"hydra", "paths"}
+# experiment=loss_comparison_<dataset>: the loss study on a public dataset at its usual size, on a GPU
+PUBLIC_STUDIES = {f"loss_comparison_{name}": name for name in ("cityscapes", "ade20k", "voc", "camvid", "nnunet")}
 GPU_ONLY = {
     "trainer": {"gpu", "ddp"},
-    "experiment": {"loss_comparison_gpu", "imbalance_study_gpu", "architecture_comparison_gpu"},
+    "experiment": {"loss_comparison_gpu", "imbalance_study_gpu", "architecture_comparison_gpu", *PUBLIC_STUDIES},
 }
 
 
@@ -56,9 +58,10 @@ def test_config_composes_and_instantiates(make_config, group, option, tmp_path):
     if (group, option) == ("data", "folder"):  # data.root is required: a small exported folder dataset
         root = export(tmp_path / "folder", {"train": 4, "val": 2, "test": 2}, 48, seed=0)
         overrides += [f"data.root={root}", "data.crop_size=32"]
-    # a public dataset's preset, or an annotation tool's export: a tiny replica in its layout
-    replica = getattr(public_datasets, option, None) or getattr(annotation_exports, option, None)
-    if group == "data" and replica is not None:
+    # a public dataset's preset (or its loss study), or an annotation tool's export: a tiny replica in its layout
+    dataset = option if group == "data" else PUBLIC_STUDIES.get(option) if group == "experiment" else None
+    replica = getattr(public_datasets, dataset, None) or getattr(annotation_exports, dataset, None) if dataset else None
+    if replica is not None:
         root, _ = replica(tmp_path)
         overrides += [f"data.root={root}", "data.crop_size=32", f"data.cache_dir={tmp_path / 'cache'}"]
     cfg = make_config(*overrides)

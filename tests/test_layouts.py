@@ -21,7 +21,7 @@ from .helpers import public_datasets
 from .helpers.commands import run_module
 from .helpers.outputs import fake_job, read_metrics
 
-TINY = ("model.base_channels=8", "model.depth=2", "data.crop_size=32", "data.batch_size=4", "trainer.max_epochs=1")
+TINY = ("model.base_channels=8", "model.depth=2", "data.crop_size=64", "data.batch_size=4", "trainer.max_epochs=1")
 QUIET = ("trainer.enable_model_summary=false", "callbacks.prediction_images.every_n_epochs=1", "data.num_workers=0")
 NAMES = {
     "cityscapes": list(CITYSCAPES_NAMES),
@@ -166,7 +166,9 @@ def test_a_bad_root_fails_the_command_in_one_line(tmp_path):
 def test_a_layout_trains_evaluates_and_predicts(layout, tmp_path):
     root, scored = getattr(public_datasets, layout)(tmp_path)
     run_dir = tmp_path / "run"
-    common = (f"data={layout}", f"data.root={root}", f"data.cache_dir={tmp_path / 'cache'}")
+    # one job of the dataset's GPU loss study (experiment=loss_comparison_<layout>: data=<layout>), on the CPU at tiny size
+    study = (f"experiment=loss_comparison_{layout}", "hydra.mode=RUN", "trainer.accelerator=cpu", "trainer.precision=32-true")
+    common = (*study, f"data.root={root}", f"data.cache_dir={tmp_path / 'cache'}")
     run_module("segsweep.train", *common, *TINY, *QUIET, f"hydra.run.dir={run_dir}")
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed" and metrics["classes"]["names"] == NAMES[layout]
