@@ -65,24 +65,24 @@ def run(quick: bool = False, threads: int | None = None) -> dict[str, Any]:
 def lines(r: dict[str, Any]) -> list[str]:
     pruned, unpruned = r["pruned"], r["unpruned"]
     counts = f"{r['trials']} trials x {r['epochs']} epochs, {r['threads']} thread(s)"
-    return [
-        line(
-            "pruned_search_wall",
-            f"pruned={pruned['wall_s']:.0f}s ({pruned['completed']} completed, {pruned['pruned']} pruned)",
-            f"unpruned={unpruned['wall_s']:.0f}s ({unpruned['completed']} completed; {counts})",
-            pruned["wall_s"] / unpruned["wall_s"],
-            None,
-            None,
-        ),
-        line(
-            "pruned_search_best",
-            f"pruned={pruned['best']:.4f}",
-            f"unpruned={unpruned['best']:.4f} (best val/mIoU_best)",
-            pruned["best"] / unpruned["best"],
-            None,
-            None,
-        ),
-    ]
+    trials = f"pruned: {pruned['completed']} completed, {pruned['pruned']} pruned; unpruned: {unpruned['completed']} completed"
+    wall = line(
+        "pruned_search_wall",
+        f"pruned={pruned['wall_s']:.0f}s",
+        f"unpruned={unpruned['wall_s']:.0f}s",
+        pruned["wall_s"] / unpruned["wall_s"],
+        None,
+        None,
+    )
+    best = line(
+        "pruned_search_best",
+        f"pruned={pruned['best']:.4f}",
+        f"unpruned={unpruned['best']:.4f}",
+        pruned["best"] / unpruned["best"],
+        None,
+        None,
+    )
+    return [f"{wall}  [{trials}; {counts}]", f"{best}  [best val/mIoU_best of the completed trials]"]
 
 
 def main() -> int:

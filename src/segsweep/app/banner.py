@@ -47,16 +47,12 @@ def end_line(run_dir: Path, metrics: dict[str, float]) -> str:
 
 def command(module: str) -> str:
     """How to run ``segsweep.<module>`` with this process's own installation: its console script where the one on PATH
-    is this interpreter's, else this interpreter (relative to the working dir when under it) with ``-m``."""
+    is this interpreter's, else this interpreter's absolute path with ``-m`` (it runs from any directory)."""
     interpreter = Path(sys.executable)
     script = shutil.which(f"segsweep-{module}")
     if script is not None and Path(script).parent.resolve() == interpreter.parent.resolve():
         return f"segsweep-{module}"
-    try:
-        shown = str(interpreter.relative_to(Path.cwd()))
-    except ValueError:
-        shown = str(interpreter)
-    return f"{shlex.quote(shown)} -m segsweep.{module}"
+    return f"{shlex.quote(str(interpreter))} -m segsweep.{module}"
 
 
 def next_commands(run_dir: Path) -> list[str]:

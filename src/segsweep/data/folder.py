@@ -21,10 +21,9 @@ A public dataset's own layout (``layout``: data=cityscapes|ade20k|voc|camvid|nnu
 (data=coco|labelme|cvat_mask, masks drawn into the cache: data/annotations.py) replaces this one (data/layouts.py),
 and ``folds``/``fold`` validate on a fold of the training cases (data/splits.py).
 
-Every pair is checked once (readable, same size, mask values known) in a scan that also counts the class
-pixels of every mask; its result is cached outside the dataset (``cache_dir``, default
-``~/.cache/segsweep/folder``), keyed by the file list, sizes, mtimes and classes.yaml, so later runs start at
-once. Bad data is one line naming the file, before training. Nothing is ever written into the dataset folder.
+Every pair is checked once (readable, same size, mask values known) in a scan that also counts the class pixels of
+every mask, cached outside the dataset (``cache_dir``, default ``~/.cache/segsweep/folder``) by the file list, sizes,
+mtimes and classes.yaml. Bad data is one line naming the file, before training. Nothing is written into the dataset.
 """
 
 from __future__ import annotations
