@@ -66,23 +66,22 @@ def lines(r: dict[str, Any]) -> list[str]:
     pruned, unpruned = r["pruned"], r["unpruned"]
     counts = f"{r['trials']} trials x {r['epochs']} epochs, {r['threads']} thread(s)"
     trials = f"pruned: {pruned['completed']} completed, {pruned['pruned']} pruned; unpruned: {unpruned['completed']} completed"
-    wall = line(
-        "pruned_search_wall",
-        f"pruned={pruned['wall_s']:.0f}s",
-        f"unpruned={unpruned['wall_s']:.0f}s",
-        pruned["wall_s"] / unpruned["wall_s"],
-        None,
-        None,
-    )
-    best = line(
-        "pruned_search_best",
-        f"pruned={pruned['best']:.4f}",
-        f"unpruned={unpruned['best']:.4f}",
-        pruned["best"] / unpruned["best"],
-        None,
-        None,
-    )
-    return [f"{wall}  [{trials}; {counts}]", f"{best}  [best val/mIoU_best of the completed trials]"]
+    rows = {  # bar name: (result key, format, note)
+        "pruned_search_wall": ("wall_s", "{:.0f}s", f"{trials}; {counts}"),
+        "pruned_search_best": ("best", "{:.4f}", "best val/mIoU_best of the completed trials"),
+    }
+    return [
+        line(
+            bar,
+            f"pruned={form.format(pruned[key])}",
+            f"unpruned={form.format(unpruned[key])}",
+            pruned[key] / unpruned[key],
+            None,
+            None,
+        )
+        + f"  [{note}]"
+        for bar, (key, form, note) in rows.items()
+    ]
 
 
 def main() -> int:

@@ -15,8 +15,7 @@ from segsweep.data.folder_classes import FolderDataError
 
 from .helpers import annotation_exports
 from .helpers.annotation_exports import scene, truth
-from .helpers.commands import run_module
-from .helpers.outputs import read_metrics
+from .helpers.end_to_end import train_eval_predict
 
 TINY = ("model.base_channels=8", "model.depth=2", "data.crop_size=32", "data.batch_size=4", "trainer.max_epochs=2")
 QUIET = ("trainer.enable_model_summary=false", "callbacks.prediction_images.every_n_epochs=1", "data.num_workers=0")
@@ -135,20 +134,6 @@ def test_without_pycocotools_data_coco_says_what_to_install(tmp_path, monkeypatc
 @pytest.mark.parametrize("layout", FORMATS)
 def test_an_export_trains_evaluates_and_predicts(layout, tmp_path):
     root, scored = getattr(annotation_exports, layout)(tmp_path)
-    run_dir = tmp_path / "run"
     common = (f"data={layout}", f"data.root={root}", f"data.cache_dir={tmp_path / 'cache'}")
-    run_module("segsweep.train", *common, *TINY, *QUIET, f"hydra.run.dir={run_dir}")
-    metrics = read_metrics(run_dir)
-    assert metrics["status"] == "completed" and metrics["classes"]["names"] == NAMES[layout]
-    eval_dir = tmp_path / "eval"
-    run_module("segsweep.eval", f"ckpt_path={run_dir}", "progress=false", f"hydra.run.dir={eval_dir}")
-    report = json.loads((eval_dir / "eval.json").read_text())
-    assert report["confusion_matrix"]["classes"] == NAMES[layout]
-    assert sum(map(sum, report["confusion_matrix"]["counts"])) == scored
     source = {"coco": root / "test", "labelme": root / "test", "cvat_mask": root / "JPEGImages"}[layout]
-    predict_dir = tmp_path / "predict"
-    run_module("segsweep.predict", f"ckpt_path={run_dir}", f"input={source}", "progress=false", f"hydra.run.dir={predict_dir}")
-    masks = sorted(predict_dir.glob("*_mask.png"))
-    assert len(masks) == len([path for path in source.iterdir() if path.suffix in (".png", ".jpg")])
-    with Image.open(masks[0]) as mask:
-        assert mask.size == (64, 48)
+    train_eval_predict(tmp_path, (*common, *TINY, *QUIET), NAMES[layout], scored, source, (64, 48))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from segsweep.sweep.tables import markdown
 
 from .helpers import public_datasets
 from .helpers.commands import run_module
+from .helpers.end_to_end import train_eval_predict
 from .helpers.outputs import fake_job, read_metrics
 
 TINY = ("model.base_channels=8", "model.depth=2", "data.crop_size=64", "data.batch_size=4", "trainer.max_epochs=1")
@@ -165,27 +165,13 @@ def test_a_bad_root_fails_the_command_in_one_line(tmp_path):
 @pytest.mark.parametrize("layout", ["cityscapes", "ade20k", "voc", "camvid", "nnunet"])
 def test_a_layout_trains_evaluates_and_predicts(layout, tmp_path):
     root, scored = getattr(public_datasets, layout)(tmp_path)
-    run_dir = tmp_path / "run"
     # one job of the dataset's GPU loss study (experiment=loss_comparison_<layout>: data=<layout>), on the CPU at tiny size
     study = (f"experiment=loss_comparison_{layout}", "hydra.mode=RUN", "trainer.accelerator=cpu", "trainer.precision=32-true")
     common = (*study, f"data.root={root}", f"data.cache_dir={tmp_path / 'cache'}")
-    run_module("segsweep.train", *common, *TINY, *QUIET, f"hydra.run.dir={run_dir}")
-    metrics = read_metrics(run_dir)
-    assert metrics["status"] == "completed" and metrics["classes"]["names"] == NAMES[layout]
-    eval_dir = tmp_path / "eval"
-    run_module("segsweep.eval", f"ckpt_path={run_dir}", "progress=false", f"hydra.run.dir={eval_dir}")
-    report = json.loads((eval_dir / "eval.json").read_text())
-    assert report["confusion_matrix"]["classes"] == NAMES[layout]
-    total = sum(map(sum, report["confusion_matrix"]["counts"]))
-    assert total == (scored or 2 * 32 * 48)  # only the scored pixels of the split that tests (nnU-Net: a fold, no void)
     inputs = {"nnunet": root / "imagesTs", "camvid": root / "test", "voc": root / "JPEGImages"}
     source = inputs.get(layout, next(root.glob("images/validation"), root / "leftImg8bit" / "test" / "berlin"))
-    predict_dir = tmp_path / "predict"
-    run_module("segsweep.predict", f"ckpt_path={run_dir}", f"input={source}", "progress=false", f"hydra.run.dir={predict_dir}")
-    masks = sorted(predict_dir.glob("*_mask.png"))
-    assert len(masks) == len([path for path in source.iterdir() if path.suffix in (".png", ".jpg")])
-    with Image.open(masks[0]) as mask:
-        assert mask.size == (48, 32)
+    # eval counts only the scored pixels of the split that tests (nnU-Net: a fold, no void)
+    train_eval_predict(tmp_path, (*common, *TINY, *QUIET), NAMES[layout], scored or 2 * 32 * 48, source, (48, 32))
 
 
 def test_a_report_pools_folds_and_pairs_by_seed_and_fold(tmp_path):
