@@ -37,6 +37,7 @@ BENCHMARKS = (
     "scenes",
     "sliding_window",
     "surface_metrics",
+    "distance_maps",
     "efficiency",
     "memory",
     "folder_memory",

@@ -10,8 +10,6 @@ plus compute_surface_dice on the same image: the two ratios together are what on
 
 from __future__ import annotations
 
-import argparse
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -21,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchlib import alternate, line, set_threads
+from benchlib import alternate, line, quick_main, set_threads
 from segsweep.data.scenes import SceneSpec, generate_scenes
 from segsweep.models.surface_metrics import image_surface_metrics
 
@@ -83,16 +81,5 @@ def lines(r: dict[str, Any]) -> list[str]:
     ]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    start = time.perf_counter()
-    print("\n".join(lines(run(quick=args.quick, threads=args.threads))))
-    print(f"({time.perf_counter() - start:.0f} s)")
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(quick_main(__doc__, run, lines))

@@ -6,6 +6,7 @@ Every ``bench_*.py`` imports this module (``import benchlib``: a script's own di
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import statistics
@@ -68,6 +69,18 @@ def alternate(contenders: dict[str, Callable[[], Any]], repeats: int) -> dict[st
 def median_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float:
     """Median over repetitions of numerator / denominator (paired by repetition)."""
     return statistics.median(n / d for n, d in zip(numerators, denominators))
+
+
+def quick_main(doc: str, run: Callable[..., dict[str, Any]], lines: Callable[[dict[str, Any]], list[str]]) -> int:
+    """The command line of a benchmark that takes only ``--quick`` and ``--threads`` (default 1): its lines, its time."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    start = time.perf_counter()
+    print("\n".join(lines(run(quick=args.quick, threads=args.threads))))
+    print(f"({time.perf_counter() - start:.0f} s)")
+    return 0
 
 
 def set_threads(threads: int | None) -> int:

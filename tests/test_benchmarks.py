@@ -188,6 +188,13 @@ def test_surface_metrics_times_ours_and_monai_at_each_size():
     assert positive(result["sizes"][32]["ours_ms"], result["sizes"][32]["monai_ms"])
 
 
+def test_distance_maps_time_each_loss_warm_and_cold():
+    module = bench.load("bench_distance_maps")
+    result = module.run(quick=True, threads=1)
+    check_lines(module.lines(result), 2)
+    assert all(positive(ms["warm"], ms["cold"]) for ms in result["losses"].values())
+
+
 @pytest.mark.slow
 def test_pruning_runs_the_same_search_pruned_and_unpruned():
     result = bench.load("bench_pruning").run(quick=True, threads=1)
