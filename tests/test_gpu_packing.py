@@ -1,0 +1,229 @@
+"""Several jobs per GPU: the launcher's plan from a faked GPU inventory and footprint, the footprint probe, the slot each
+job's process binds to and the manifest recording it; the `gpu` tests run it for real where there is a GPU."""
+
+import json
+import tempfile
+from datetime import datetime
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins import basic_launcher
+from hydra.core.global_hydra import GlobalHydra
+from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+
+from hydra_plugins.segsweep_plugins.parallel_launcher import ParallelLauncher
+from segsweep import machine
+from segsweep.app import gpu_footprint, launch
+from segsweep.app.config import CONFIG_DIR
+from segsweep.app.gpu_footprint import ONE_STEP, Footprint, FootprintError
+from segsweep.app.parallel import GIB
+from segsweep.app.preflight import composition_error
+from segsweep.runs.manifest import manifest
+
+from .helpers.commands import run_module
+from .helpers.outputs import job_dirs, read_metrics
+from .test_machine import RecordingLauncher
+from .test_parallel import fake_gpus
+
+SMALL_GPU_STUDY = ["experiment=loss_comparison_gpu", "data.train_size=64", "data.val_size=32", "data.num_workers=0"]
+
+
+@pytest.fixture
+def gpu_host(monkeypatch, make_config):
+    """A 16-core host with 100 GiB free and two GPUs (20 and 30 GiB free); the jobs' config is the GPU loss study's,
+    and a probe that measures 3.5 GiB a job (the calls it gets are recorded)."""
+    monkeypatch.setattr(machine, "available_cores", lambda: 16)
+    monkeypatch.setattr(machine, "available_memory", lambda: 100 * GIB)
+    monkeypatch.setattr(machine, "gpus", lambda: fake_gpus(20.0, 30.0))
+    cfg = make_config("experiment=loss_comparison_gpu")
+    monkeypatch.setattr(ParallelLauncher, "job_config", lambda self, overrides: cfg)
+    probed = []
+
+    def fake_measure(config, timeout_s):
+        probed.append((config, timeout_s))
+        return Footprint(peak_reserved=3 * GIB, context=GIB // 2, total_memory=80 * GIB, seconds=2.0)
+
+    monkeypatch.setattr(gpu_footprint, "measure", fake_measure)
+    return cfg, probed
+
+
+def test_auto_packs_the_gpus_by_the_measured_footprint_and_tells_every_job(gpu_host, monkeypatch, caplog):
+    cfg, probed = gpu_host
+    monkeypatch.setattr(JoblibLauncher, "launch", lambda self, jobs, index: (self.joblib["n_jobs"], jobs))
+    with caplog.at_level("INFO"):
+        n_jobs, jobs = ParallelLauncher().launch([[f"seed={seed}"] for seed in range(15)], 0)
+    assert [config for config, _ in probed] == [cfg]  # measured once, on the first job's config
+    # floor(20 GiB x 0.8 / 3.5 GiB) = 4 on the GPU with less free memory; 8 processes, 16 cores: 2 threads each
+    assert n_jobs == 8
+    assert jobs[3] == ["seed=3", "threads=2", "hydra.launcher.processes=8", "hydra.launcher.jobs_per_gpu=4"]
+    assert "2 GPUs x 4 jobs each: 8 processes x 2 thread(s) (16 cores, 3.50 GiB of GPU memory a job (measured))" in caplog.text
+    assert "a job holds 3.50 GiB on GPU 0 (3.00 GiB allocator peak + 0.50 GiB context)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("launcher", "jobs", "expected_processes"),
+    [
+        ({"jobs_per_gpu": 3}, 15, 6),  # given: nothing to measure
+        ({"processes": 5}, 15, 5),  # the processes given: shared out over the GPUs
+        ({}, 2, 2),  # no more jobs than GPUs: one each, nothing to pack
+    ],
+)
+def test_nothing_is_measured_where_the_packing_is_given_or_cannot_matter(gpu_host, launcher, jobs, expected_processes):
+    _, probed = gpu_host
+    split = ParallelLauncher(**launcher).plan([[f"seed={seed}"] for seed in range(jobs)])
+    assert probed == [] and split.processes == expected_processes and split.footprint is None
+
+
+def test_jobs_not_on_one_gpu_each_and_a_failed_probe_run_one_job_per_gpu(gpu_host, monkeypatch, make_config, caplog):
+    cfg, probed = gpu_host
+    with caplog.at_level("INFO"):
+        cfg.trainer.accelerator = "cpu"
+        assert ParallelLauncher().plan([[f"seed={seed}"] for seed in range(15)]).jobs_per_gpu == 1
+        cfg.trainer.accelerator, cfg.trainer.devices = "gpu", 2
+        assert ParallelLauncher().plan([[f"seed={seed}"] for seed in range(15)]).jobs_per_gpu == 1
+        assert probed == [] and "the jobs do not train on one GPU each" in caplog.text
+        cfg.trainer.devices = 1
+
+        def failing(config, timeout_s):
+            raise FootprintError("the probe failed: RuntimeError: CUDA error: out of memory")
+
+        monkeypatch.setattr(gpu_footprint, "measure", failing)
+        split = ParallelLauncher().plan([[f"seed={seed}"] for seed in range(15)])
+    assert (split.processes, split.jobs_per_gpu) == (2, 1)
+    assert "jobs_per_gpu=auto: the probe failed: RuntimeError: CUDA error: out of memory; one job per GPU" in caplog.text
+
+
+def test_one_gpu_host_runs_its_one_process_in_the_launcher_with_its_slot_count(monkeypatch, gpu_host):
+    monkeypatch.setattr(machine, "gpus", lambda: fake_gpus(5.0))  # 4 GiB planned: one job of 3.5 GiB
+    monkeypatch.setattr(basic_launcher, "BasicLauncher", RecordingLauncher)
+    jobs = ParallelLauncher().launch([["seed=1"], ["seed=2"]], 0)
+    assert jobs[0] == ["seed=1", "threads=16", "hydra.launcher.processes=1", "hydra.launcher.jobs_per_gpu=1"]
+
+
+def test_the_probe_trains_one_batch_and_validates_one_with_the_jobs_settings(make_config):
+    # the GPU study's trainer, data and network on the CPU, at 64 px for time
+    cfg = make_config(*SMALL_GPU_STUDY, "data.image_size=64", "trainer.accelerator=cpu", "trainer.precision=32-true")
+
+    class Count(pl.Callback):
+        train = val = 0
+
+        def on_train_batch_end(self, *args):
+            Count.train += 1
+
+        def on_validation_batch_end(self, *args):
+            Count.val += 1
+
+    gpu_footprint.one_step(cfg, **{**ONE_STEP, "devices": 1, "callbacks": [Count()]})
+    assert (Count.train, Count.val) == (1, 1)
+
+
+def test_a_probe_that_fails_says_why_in_one_line(monkeypatch, make_config):
+    # the launcher's side believes in a GPU; the subprocess, on this CUDA-less machine, fails opening it
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: (10 * GIB, 80 * GIB))
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        config = compose("train", SMALL_GPU_STUDY, return_hydra_config=True)
+    with pytest.raises(FootprintError, match=r"^the probe failed: \S.*") as raised:
+        gpu_footprint.measure(config, timeout_s=300)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_job_binds_to_its_slots_gpu_also_on_a_one_gpu_host_and_records_it(make_config, monkeypatch, tmp_path):
+    cfg = make_config("trainer=gpu", "hydra.launcher.jobs_per_gpu=2", "hydra.launcher.processes=2")
+    monkeypatch.setattr(launch, "_claimed", {})
+    monkeypatch.setattr(launch, "in_multirun", lambda: True)
+    monkeypatch.setattr(machine, "gpu_count", lambda: 1)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the lock files: this test's own
+    held = launch.claim_gpu(1, 2, tmp_path)  # another worker holds slot 0
+    monkeypatch.setattr(launch, "_claimed", {})
+    launch.adapt_to_launcher(cfg)
+    assert held == (0, 0) and list(cfg.trainer.devices) == [0] and launch.gpu_slot() == 1
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    recorded = manifest(42, "cuda:0", True, None, launch.gpu_slot())
+    assert {key: recorded[key] for key in ("device", "cuda", "gpu", "gpu_slot", "jobs_per_gpu", "parallel_processes")} == {
+        "device": "cuda:0",
+        "cuda": "Fake GPU",
+        "gpu": 0,
+        "gpu_slot": 1,
+        "jobs_per_gpu": 2,
+        "parallel_processes": 2,
+    }
+    on_cpu = manifest(42, "cpu", True, None, None)
+    assert (on_cpu["gpu"], on_cpu["gpu_slot"], on_cpu["jobs_per_gpu"]) == (None, None, 2)
+
+
+def test_a_cpu_job_on_a_gpu_host_claims_no_slot(make_config, monkeypatch):
+    cfg = make_config("trainer.accelerator=cpu")
+    monkeypatch.setattr(launch, "_claimed", {})
+    monkeypatch.setattr(launch, "in_multirun", lambda: True)
+    monkeypatch.setattr(machine, "gpu_count", lambda: 1)
+    launch.adapt_to_launcher(cfg)
+    assert launch.gpu_slot() is None and cfg.trainer.devices != [0]
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("hydra.launcher.jobs_per_gpu=0", "hydra.launcher.jobs_per_gpu must be 'auto' or an integer >= 1, got 0"),
+        ("hydra.launcher.max_jobs_per_gpu=none", "hydra.launcher.max_jobs_per_gpu must be an integer >= 1, got 'none'"),
+        ("hydra.launcher.processes=0", "hydra.launcher.processes must be 'auto' or an integer >= 1, got 0"),
+    ],
+)
+def test_a_bad_launcher_key_is_one_line_before_the_sweep(override, named):
+    assert composition_error("train", ["-m", "seed=1,2", override]) == named
+    assert composition_error("train", ["-m", "seed=1,2", "hydra.launcher.jobs_per_gpu=4"]) is None
+
+
+def test_a_bad_jobs_per_gpu_on_the_command_line_exits_1_in_one_line(tmp_path):
+    overrides = ["seed=1,2", "hydra.launcher.jobs_per_gpu=many", f"hydra.sweep.dir={tmp_path}"]
+    result = run_module("segsweep.train", "-m", *overrides, check=False)
+    assert result.returncode == 1 and not (tmp_path / "seed=1").exists()
+    assert result.stderr.strip() == "train failed: hydra.launcher.jobs_per_gpu must be 'auto' or an integer >= 1, got 'many'"
+
+
+@pytest.mark.gpu
+def test_the_probe_measures_a_footprint_below_the_gpus_memory():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        config = compose("train", ["experiment=loss_comparison_gpu"], return_hydra_config=True)
+    measured = gpu_footprint.measure(config)
+    assert measured.peak_reserved > 0 and measured.context > 0
+    assert 0 < measured.bytes < measured.total_memory == torch.cuda.mem_get_info(0)[1]
+    print(json.dumps({**measured.__dict__, "bytes": measured.bytes}))  # for the GPU check's log: what a job holds
+
+
+# long enough (400 steps each) that two jobs started together train at the same time, whichever starts first
+OVERLAPPING = ["data.train_size=2048", "trainer.max_epochs=2", "trainer.limit_train_batches=200"]
+
+
+@pytest.mark.gpu
+def test_two_jobs_share_gpu_0_at_once_in_slots_0_and_1(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    sweep = tmp_path / "sweep"
+    overrides = ["trainer=gpu", "debug=fast", *OVERLAPPING, "seed=1,2", "hydra.launcher.jobs_per_gpu=2"]
+    result = run_module("segsweep.train", "-m", *overrides, f"hydra.sweep.dir={sweep}")
+    assert "1 GPU x 2 jobs each: 2 processes" in result.stdout + result.stderr
+    manifests = [read_metrics(job)["manifest"] for job in job_dirs(sweep)]
+    assert [(item["device"], item["gpu"], item["jobs_per_gpu"], item["parallel_processes"]) for item in manifests] == [
+        ("cuda:0", 0, 2, 2)
+    ] * 2
+    assert sorted(item["gpu_slot"] for item in manifests) == [0, 1]
+    (start_a, end_a), (start_b, end_b) = [
+        (datetime.fromisoformat(item["start_time"]), datetime.fromisoformat(item["end_time"])) for item in manifests
+    ]
+    assert start_a <= end_b and start_b <= end_a  # the two trained at the same time
+
+
+@pytest.mark.gpu
+def test_auto_measures_the_first_job_and_packs_the_gpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    sweep = tmp_path / "sweep"
+    result = run_module("segsweep.train", "-m", "trainer=gpu", "debug=fast", "seed=1,2,3", f"hydra.sweep.dir={sweep}")
+    output = result.stdout + result.stderr
+    assert "jobs_per_gpu=auto: a job holds" in output and "GiB of GPU memory a job (measured)" in output
+    manifests = [read_metrics(job)["manifest"] for job in job_dirs(sweep)]
+    # a debug=fast job holds well under a GiB: all three fit on an H100 or H200, one slot each
+    assert [(item["jobs_per_gpu"], item["parallel_processes"]) for item in manifests] == [(3, 3)] * 3
+    assert sorted(item["gpu_slot"] for item in manifests) == [0, 1, 2]
