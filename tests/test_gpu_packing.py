@@ -15,7 +15,7 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
 from hydra_plugins.segsweep_plugins.parallel_launcher import ParallelLauncher
 from segsweep import machine
-from segsweep.app import gpu_footprint, launch
+from segsweep.app import gpu_footprint, gpu_slots, launch
 from segsweep.app.config import CONFIG_DIR
 from segsweep.app.gpu_footprint import ONE_STEP, Footprint, FootprintError
 from segsweep.app.parallel import GIB
@@ -132,16 +132,16 @@ def test_a_probe_that_fails_says_why_in_one_line(monkeypatch, make_config):
 
 def test_a_job_binds_to_its_slots_gpu_also_on_a_one_gpu_host_and_records_it(make_config, monkeypatch, tmp_path):
     cfg = make_config("trainer=gpu", "hydra.launcher.jobs_per_gpu=2", "hydra.launcher.processes=2")
-    monkeypatch.setattr(launch, "_claimed", {})
+    monkeypatch.setattr(gpu_slots, "_claimed", {})
     monkeypatch.setattr(launch, "in_multirun", lambda: True)
     monkeypatch.setattr(machine, "gpu_count", lambda: 1)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the lock files: this test's own
-    held = launch.claim_gpu(1, 2, tmp_path)  # another worker holds slot 0
-    monkeypatch.setattr(launch, "_claimed", {})
+    held = gpu_slots.claim_gpu(1, 2, tmp_path)  # another worker holds slot 0
+    monkeypatch.setattr(gpu_slots, "_claimed", {})
     launch.adapt_to_launcher(cfg)
-    assert held == (0, 0) and list(cfg.trainer.devices) == [0] and launch.gpu_slot() == 1
+    assert held == (0, 0) and list(cfg.trainer.devices) == [0] and gpu_slots.gpu_slot() == 1
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
-    recorded = manifest(42, "cuda:0", True, None, launch.gpu_slot())
+    recorded = manifest(42, "cuda:0", True, None, gpu_slots.gpu_slot())
     assert {key: recorded[key] for key in ("device", "cuda", "gpu", "gpu_slot", "jobs_per_gpu", "parallel_processes")} == {
         "device": "cuda:0",
         "cuda": "Fake GPU",
@@ -156,11 +156,11 @@ def test_a_job_binds_to_its_slots_gpu_also_on_a_one_gpu_host_and_records_it(make
 
 def test_a_cpu_job_on_a_gpu_host_claims_no_slot(make_config, monkeypatch):
     cfg = make_config("trainer.accelerator=cpu")
-    monkeypatch.setattr(launch, "_claimed", {})
+    monkeypatch.setattr(gpu_slots, "_claimed", {})
     monkeypatch.setattr(launch, "in_multirun", lambda: True)
     monkeypatch.setattr(machine, "gpu_count", lambda: 1)
     launch.adapt_to_launcher(cfg)
-    assert launch.gpu_slot() is None and cfg.trainer.devices != [0]
+    assert gpu_slots.gpu_slot() is None and cfg.trainer.devices != [0]
 
 
 @pytest.mark.parametrize(

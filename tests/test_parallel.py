@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from segsweep import machine
-from segsweep.app import launch
+from segsweep.app import gpu_slots
 from segsweep.app.parallel import GIB, Split, check_launcher, plan_jobs_per_gpu, plan_split, with_split
 from segsweep.machine import Gpu
 
@@ -58,7 +58,7 @@ def test_a_bad_process_count_names_the_key(processes):
 def test_the_split_packs_jobs_per_gpu_within_cores_and_memory(jobs, cores, gpus, per_gpu, memory_gb, processes, expected):
     split = plan_split(jobs, cores, gpus, int(memory_gb * GIB), 2.0, processes, per_gpu)
     assert (split.processes, split.threads, split.gpus, split.jobs_per_gpu) == expected
-    assert split.jobs_per_gpu * split.gpus >= split.processes  # every process has a slot to claim (app/launch.py)
+    assert split.jobs_per_gpu * split.gpus >= split.processes  # every process has a slot to claim (app/gpu_slots.py)
 
 
 def fake_gpus(*free_gib: float) -> list[Gpu]:
@@ -120,17 +120,17 @@ def test_every_job_gets_the_thread_count_unless_the_command_gives_one():
 CLAIM = """
 import sys
 from pathlib import Path
-from segsweep.app.launch import claim_gpu
+from segsweep.app.gpu_slots import claim_gpu
 print(claim_gpu(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])), flush=True)
 sys.stdin.read()  # holds its slot until its stdin closes
 """
 
 
 def test_each_process_keeps_its_own_gpu(tmp_path, monkeypatch):
-    monkeypatch.setattr(launch, "_claimed", {})
-    assert launch.claim_gpu(2, 1, tmp_path) == (0, 0)
-    assert launch.claim_gpu(2, 1, tmp_path) == (0, 0)  # the same process keeps its GPU for all its jobs
-    assert launch.gpu_slot() == 0
+    monkeypatch.setattr(gpu_slots, "_claimed", {})
+    assert gpu_slots.claim_gpu(2, 1, tmp_path) == (0, 0)
+    assert gpu_slots.claim_gpu(2, 1, tmp_path) == (0, 0)  # the same process keeps its GPU for all its jobs
+    assert gpu_slots.gpu_slot() == 0
 
     def other_process(gpu_count: int) -> str:
         command = [sys.executable, "-c", CLAIM, str(gpu_count), "1", str(tmp_path)]
@@ -139,7 +139,7 @@ def test_each_process_keeps_its_own_gpu(tmp_path, monkeypatch):
 
     assert other_process(2) == "(1, 0)"  # GPU 0 is held by this process
     assert other_process(1) == "None"  # every GPU held: the caller shares them by job number
-    launch._claimed["handle"].close()  # this process ends its claim
+    gpu_slots._claimed["handle"].close()  # this process ends its claim
     assert other_process(1) == "(0, 0)"
 
 
@@ -177,6 +177,7 @@ def test_a_sweep_runs_its_jobs_side_by_side_and_records_the_split(tmp_path):
         assert manifest["torch_threads"] == split.threads
         assert manifest["parallel_processes"] == split.processes
         assert manifest["launcher"] == "parallel" and manifest["channels_last"] is True
+        assert (manifest["gpu"], manifest["gpu_slot"], manifest["jobs_per_gpu"]) == (None, None, None)  # no GPU here
         assert f"threads={split.threads}" in (job / ".hydra" / "overrides.yaml").read_text()
     assert (sweep / "report.md").is_file()
 

@@ -21,7 +21,8 @@ from pytorch_lightning.callbacks import ModelSummary, ProgressBar
 from segsweep.app.banner import end_line, next_commands, results_line, run_summary, start_lines
 from segsweep.app.build import build_module, class_weights, instantiate_all
 from segsweep.app.config import CONFIG_DIR
-from segsweep.app.launch import adapt_to_launcher, gpu_slot, in_multirun
+from segsweep.app.gpu_slots import gpu_slot
+from segsweep.app.launch import adapt_to_launcher, in_multirun
 from segsweep.app.lifecycle import training_command
 from segsweep.app.preflight import checked_command
 from segsweep.app.pruning import trial_pruning, was_pruned

@@ -3,7 +3,7 @@
 conf/hydra/launcher/parallel.yaml (the default launcher of multiruns) asks ``plan_split`` once per batch of jobs and
 passes the split to every job as overrides, so each job's records hold the thread count its numbers depend on and the
 packing it ran in. On a GPU host ``jobs_per_gpu`` (``auto``: from each GPU's free memory and the footprint of a job,
-measured by app/gpu_footprint.py) jobs share each GPU; each worker then claims one (GPU, slot) (app/launch.py).
+measured by app/gpu_footprint.py) jobs share each GPU; each worker then claims one (GPU, slot) (app/gpu_slots.py).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def plan_split(
 
 def with_split(overrides: Sequence[str], split: Split) -> list[str]:
     """A job's overrides with its thread count (unless the command gave ``threads``), the launcher's process count
-    and, on GPUs, the processes per GPU (the slots its worker claims: app/launch.py)."""
+    and, on GPUs, the processes per GPU (the slots its worker claims: app/gpu_slots.py)."""
     keys = {override.lstrip("+~").partition("=")[0] for override in overrides}
     added = [] if "threads" in keys else [f"threads={split.threads}"]
     packing = [f"hydra.launcher.jobs_per_gpu={split.jobs_per_gpu}"] if split.gpus else []

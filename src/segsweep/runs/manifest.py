@@ -70,7 +70,7 @@ def manifest(
     """The run's provenance, the speed choices it ran with and how its encoder was fine-tuned (the module's
     ``fine_tuning``: lr scale, frozen epochs, input normalisation); ``dirty`` is None outside a git checkout.
     ``gpu``, ``gpu_slot``: the GPU the run trained on and which of the launcher's ``jobs_per_gpu`` slots on it its
-    process held (app/launch.py), None on the CPU or where no slot was claimed."""
+    process held (app/gpu_slots.py), None on the CPU or where no slot was claimed."""
     cuda = device.startswith("cuda")
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {

@@ -58,7 +58,7 @@ class MetricsFile(pl.Callback):
         self._threads_choice = dict(choice)
 
     def gpu_slot_claimed(self, slot: int | None) -> None:
-        """Which of its GPU's slots this job's process holds (``app.launch.claim_gpu``): the manifest's ``gpu_slot``."""
+        """Which of its GPU's slots this job's process holds (``app.gpu_slots.claim_gpu``): the manifest's ``gpu_slot``."""
         self._gpu_slot = slot
 
     def weights_used(self, weights: dict[str, float]) -> None:
