@@ -102,9 +102,19 @@ def test_one_gpu_host_runs_its_one_process_in_the_launcher_with_its_slot_count(m
     assert jobs[0] == ["seed=1", "threads=16", "hydra.launcher.processes=1", "hydra.launcher.jobs_per_gpu=1"]
 
 
-def test_the_probe_trains_one_batch_and_validates_one_with_the_jobs_settings(make_config):
-    # the GPU study's trainer, data and network on the CPU, at 64 px for time
-    cfg = make_config(*SMALL_GPU_STUDY, "data.image_size=64", "trainer.accelerator=cpu", "trainer.precision=32-true")
+def job_config(*overrides: str):
+    """A job's config as the launcher has it (``hydra`` node included), as ``ParallelLauncher.job_config`` gives it."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", list(overrides), return_hydra_config=True)
+
+
+def test_the_probe_trains_one_batch_and_validates_one_with_the_jobs_settings(tmp_path):
+    # the GPU study's trainer, data and network on the CPU, at 64 px for time, through the file the probe reads
+    overrides = [*SMALL_GPU_STUDY, "data.image_size=64", "trainer.accelerator=cpu", "trainer.precision=32-true"]
+    gpu_footprint.write_job_config(job_config(*overrides), tmp_path / "job.pickle")
+    cfg = gpu_footprint.read_task_config(tmp_path / "job.pickle", str(tmp_path / "run"))
+    assert cfg.paths.output_dir == str(tmp_path / "run") and cfg.data.image_size == 64
 
     class Count(pl.Callback):
         train = val = 0
@@ -117,14 +127,13 @@ def test_the_probe_trains_one_batch_and_validates_one_with_the_jobs_settings(mak
 
     gpu_footprint.one_step(cfg, **{**ONE_STEP, "devices": 1, "callbacks": [Count()]})
     assert (Count.train, Count.val) == (1, 1)
+    GlobalHydra.instance().clear()
 
 
 def test_a_probe_that_fails_says_why_in_one_line(monkeypatch, make_config):
     # the launcher's side believes in a GPU; the subprocess, on this CUDA-less machine, fails opening it
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: (10 * GIB, 80 * GIB))
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        config = compose("train", SMALL_GPU_STUDY, return_hydra_config=True)
+    config = job_config(*SMALL_GPU_STUDY)
     with pytest.raises(FootprintError, match=r"^the probe failed: \S.*") as raised:
         gpu_footprint.measure(config, timeout_s=300)
     assert "\n" not in str(raised.value)
@@ -185,10 +194,7 @@ def test_a_bad_jobs_per_gpu_on_the_command_line_exits_1_in_one_line(tmp_path):
 
 @pytest.mark.gpu
 def test_the_probe_measures_a_footprint_below_the_gpus_memory():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        config = compose("train", ["experiment=loss_comparison_gpu"], return_hydra_config=True)
-    measured = gpu_footprint.measure(config)
+    measured = gpu_footprint.measure(job_config("experiment=loss_comparison_gpu"))
     assert measured.peak_reserved > 0 and measured.context > 0
     assert 0 < measured.bytes < measured.total_memory == torch.cuda.mem_get_info(0)[1]
     print(json.dumps({**measured.__dict__, "bytes": measured.bytes}))  # for the GPU check's log: what a job holds
@@ -220,7 +226,8 @@ def test_two_jobs_share_gpu_0_at_once_in_slots_0_and_1(tmp_path, monkeypatch):
 def test_auto_measures_the_first_job_and_packs_the_gpu(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     sweep = tmp_path / "sweep"
-    result = run_module("segsweep.train", "-m", "trainer=gpu", "debug=fast", "seed=1,2,3", f"hydra.sweep.dir={sweep}")
+    overrides = ["trainer=gpu", "debug=fast", *OVERLAPPING, "seed=1,2,3"]
+    result = run_module("segsweep.train", "-m", *overrides, f"hydra.sweep.dir={sweep}")
     output = result.stdout + result.stderr
     assert "jobs_per_gpu=auto: a job holds" in output and "GiB of GPU memory a job (measured)" in output
     manifests = [read_metrics(job)["manifest"] for job in job_dirs(sweep)]

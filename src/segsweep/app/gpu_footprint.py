@@ -7,20 +7,21 @@ library handles), read with ``torch.cuda.mem_get_info`` before the subprocess st
 subprocess, so that the launcher keeps none of it; the step runs the job's own trainer settings (precision, batch
 size, channels_last, compile), datamodule and network, as the job will.
 
-    python -m segsweep.app.gpu_footprint JOB_CONFIG.yaml FREE_BYTES   (what ``measure`` runs)
+    python -m segsweep.app.gpu_footprint JOB_CONFIG.pickle FREE_BYTES   (what ``measure`` runs)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 # the line of the subprocess's stdout that holds its measurement
 PREFIX = "segsweep-footprint: "
@@ -66,8 +67,8 @@ def measure(job_config: DictConfig, timeout_s: float = 300.0) -> Footprint:
 
     free_before = int(torch.cuda.mem_get_info(0)[0])  # this process's own CUDA context is open already
     with tempfile.TemporaryDirectory(prefix="segsweep-footprint-") as scratch:
-        path = Path(scratch) / "job.yaml"
-        OmegaConf.save(job_config, path)
+        path = Path(scratch) / "job.pickle"
+        write_job_config(job_config, path)
         command = [sys.executable, "-m", __name__, str(path), str(free_before)]
         try:
             # in the launcher's directory, as the jobs run: relative paths (data.root) mean what they mean there
@@ -88,6 +89,25 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
 
 
+def write_job_config(job_config: DictConfig, path: Path) -> None:
+    """A job's config for the probe, pickled as Hydra's joblib launcher hands it to its workers: the ``hydra`` node keeps
+    its structured type (``HydraConfig`` takes no other), the interpolations stay unresolved."""
+    path.write_bytes(pickle.dumps(job_config))
+
+
+def read_task_config(path: Path, run_dir: str) -> DictConfig:
+    """The job's config ``write_job_config`` wrote, as its task function sees it, its outputs in ``run_dir``."""
+    from hydra.core.utils import setup_globals
+
+    from segsweep.app.compose import task_config
+    from segsweep.app.resolvers import register_resolvers
+
+    setup_globals()  # Hydra's own resolvers (hydra:, now:), as a Hydra app has them
+    register_resolvers()
+    # the launcher's own file, written for this process just before (write_job_config)
+    return task_config(pickle.loads(path.read_bytes()), run_dir)
+
+
 def one_step(cfg: DictConfig, **trainer: object) -> None:
     """Train one batch and validate one batch of the task config ``cfg`` with its own trainer settings, ``trainer``
     overriding them (the probe: ``ONE_STEP``)."""
@@ -105,17 +125,11 @@ def _probe(config_file: str, free_before: int) -> Footprint:
     import time
 
     import torch
-    from hydra.core.utils import setup_globals
-
-    from segsweep.app.compose import task_config
-    from segsweep.app.resolvers import register_resolvers
 
     started = time.perf_counter()
     free_context, total = torch.cuda.mem_get_info(0)  # opens this process's CUDA context
-    setup_globals()  # Hydra's own resolvers (hydra:, now:), as a Hydra app has them
-    register_resolvers()
     with tempfile.TemporaryDirectory(prefix="segsweep-footprint-run-") as run_dir:
-        one_step(task_config(OmegaConf.load(config_file), run_dir), **ONE_STEP)
+        one_step(read_task_config(Path(config_file), run_dir), **ONE_STEP)
     torch.cuda.synchronize(0)
     free_after = int(torch.cuda.mem_get_info(0)[0])
     # all the process holds now, less what the allocator holds: context, kernels, library handles (at least the
