@@ -2,6 +2,9 @@
 job's process binds to and the manifest recording it; the `gpu` tests run it for real where there is a GPU."""
 
 import json
+import os
+import subprocess
+import sys
 import tempfile
 from datetime import datetime
 
@@ -22,7 +25,7 @@ from segsweep.app.parallel import GIB
 from segsweep.app.preflight import composition_error
 from segsweep.runs.manifest import manifest
 
-from .helpers.commands import run_module
+from .helpers.commands import REPO_ROOT, run_module
 from .helpers.outputs import job_dirs, read_metrics
 from .test_machine import RecordingLauncher
 from .test_parallel import fake_gpus
@@ -190,6 +193,54 @@ def test_a_bad_jobs_per_gpu_on_the_command_line_exits_1_in_one_line(tmp_path):
     result = run_module("segsweep.train", "-m", *overrides, check=False)
     assert result.returncode == 1 and not (tmp_path / "seed=1").exists()
     assert result.stderr.strip() == "train failed: hydra.launcher.jobs_per_gpu must be 'auto' or an integer >= 1, got 'many'"
+
+
+# segsweep.train as a user runs it, in a launcher process that sees one fake GPU (10 GiB free) and whose probe
+# measures 1 GiB a job without running; the jobs themselves (gpu_count 0) train on the CPU
+FAKE_GPU_TRAIN = """
+import sys
+from segsweep import machine
+from segsweep.app import gpu_footprint
+from segsweep.app.parallel import GIB
+
+machine.gpus = lambda: [machine.Gpu(index=0, name="Fake GPU", free=10 * GIB, total=80 * GIB)]
+
+
+def measure(config, timeout_s):
+    print(f"probed seed={config.seed} hydra={'hydra' in config} task={list(config.hydra.overrides.task)}", flush=True)
+    return gpu_footprint.Footprint(peak_reserved=GIB, context=0, total_memory=80 * GIB, seconds=0.1)
+
+
+gpu_footprint.measure = measure
+from segsweep.train import main
+
+main()
+"""
+
+
+@pytest.mark.slow
+def test_a_sweep_on_a_faked_gpu_measures_its_first_job_and_hands_every_job_its_packing(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(
+        [sys.executable, "-c", FAKE_GPU_TRAIN, "-m", "debug=fast", "seed=1,2,3", f"hydra.sweep.dir={sweep}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    # the first job's config, composed as its worker composes it (the sweep's config and its overrides)
+    assert output.count("probed ") == 1 and "probed seed=1 hydra=True task=['debug=fast', 'seed=1']" in output
+    # floor(10 GiB x 0.8 / 1 GiB) = 8 a GPU, more than 2 cores allow beyond the first: 2 processes, 1 thread each
+    assert "Launching 3 job(s): 1 GPU x 2 jobs each: 2 processes x 1 thread(s) (2 cores, 1.00 GiB" in output
+    for job in job_dirs(sweep):
+        metrics = read_metrics(job)
+        assert metrics["status"] == "completed"
+        assert (metrics["manifest"]["jobs_per_gpu"], metrics["manifest"]["parallel_processes"]) == (2, 2)
+        assert (metrics["manifest"]["gpu"], metrics["manifest"]["gpu_slot"]) == (None, None)  # they ran on the CPU
+        assert "- hydra.launcher.jobs_per_gpu=2" in (job / ".hydra" / "hydra.yaml").read_text()  # Hydra's overrides
 
 
 @pytest.mark.gpu
