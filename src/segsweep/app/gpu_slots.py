@@ -26,7 +26,10 @@ def claim_gpu(gpu_count: int, jobs_per_gpu: int = 1, lock_dir: Path | None = Non
     lock_dir = lock_dir or Path(tempfile.gettempdir())
     for slot in range(jobs_per_gpu):
         for gpu in range(gpu_count):
-            handle = open(lock_dir / f"segsweep-gpu{gpu}-slot{slot}.lock", "a")  # noqa: SIM115 (held open on purpose)
+            try:  # another user's lock file (a shared temp dir) cannot be opened: a slot held
+                handle = open(lock_dir / f"segsweep-gpu{gpu}-slot{slot}.lock", "a")  # noqa: SIM115 (held open on purpose)
+            except OSError:
+                continue
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
