@@ -72,7 +72,9 @@ def measure(job_config: DictConfig, timeout_s: float = 300.0) -> Footprint:
         command = [sys.executable, "-m", __name__, str(path), str(free_before)]
         try:
             # in the launcher's directory, as the jobs run: relative paths (data.root) mean what they mean there
-            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=_env())
+            result = subprocess.run(
+                command, capture_output=True, text=True, timeout=timeout_s, env=_env(), stdin=subprocess.DEVNULL
+            )
         except subprocess.TimeoutExpired:
             raise FootprintError(f"the probe ran past {timeout_s:g} s (hydra.launcher.footprint_timeout_s)") from None
     lines = [line for line in result.stdout.splitlines() if line.startswith(PREFIX)]
