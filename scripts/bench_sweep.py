@@ -53,6 +53,7 @@ from segsweep.app.build import build_module
 from segsweep.app.compose import compose_config
 from segsweep.app.parallel import plan_split
 from segsweep.runs.cli import configure_torch
+from segsweep.runs.record import RECORD_FILE, existing_record
 
 FLOP_FRACTION_TARGET = 0.65
 OVERHEAD_TARGET = 0.10
@@ -130,6 +131,12 @@ def timed_sweep(overrides: list[str], sweep_dir: Path, threads: int | None, chec
     return time.perf_counter() - start
 
 
+def recorded_processes(sweep_dir: Path) -> int | None:
+    """The processes the sweep's launcher ran its jobs in, as its first job's manifest records them."""
+    manifests = [existing_record(path).get("manifest") or {} for path in sorted(sweep_dir.glob(f"*/{RECORD_FILE}"))]
+    return next((item["parallel_processes"] for item in manifests if isinstance(item.get("parallel_processes"), int)), None)
+
+
 def best_matmul_flops_per_s() -> float:
     """The best of three measurements of a warmed-up 2048x2048 float32 matmul, at torch's current thread count."""
     measure = matmul_flops_per_s(2048, repeats=5)
@@ -178,7 +185,7 @@ def run(
         jobs = math.prod(len(str(values).split(",")) for values in cfg_sweep_params(overrides).values())
     cores = threads or machine.available_cores()
     gpus = machine.gpu_count() if device == "cuda" else 0
-    split = plan_split(jobs, cores, gpus, machine.available_memory())  # what the sweep's launcher will choose
+    split = plan_split(jobs, cores, gpus, machine.available_memory())  # the launcher's choice on a CPU (threads)
     used = set_threads(threads or split.threads)
     counted["sweep_flops"] = counted["job_flops"] * jobs
     step_s = step_seconds(cfg, device, 3 if quick else repeats)
@@ -186,17 +193,19 @@ def run(
     before = matmul_rate(device, cores)
     with tempfile.TemporaryDirectory() as tmp:
         wall = timed_sweep(overrides, Path(tmp) / "sweep", threads)
+        # on GPUs the launcher packs as many jobs as it measures room for (hydra.launcher.jobs_per_gpu: auto)
+        processes = recorded_processes(Path(tmp) / "sweep") or split.processes
         baseline_wall = timed_sweep(overrides, Path(tmp) / "baseline", threads, baseline) if baseline else None
     after = matmul_rate(device, cores)
     rate = max(before, after)
     limit = counted["sweep_flops"] / rate
     train_per_job = step_s * counted["train_batches"]
-    job_wall = wall * split.processes / jobs  # each process runs jobs / processes of them, one after another
+    job_wall = wall * processes / jobs  # each process runs jobs / processes of them, one after another
     return {
         **counted,
         "jobs": jobs,
         "threads": used,
-        "processes": split.processes,
+        "processes": processes,
         "device": device,
         "quick": quick,
         "matmul_flops_per_s": rate,

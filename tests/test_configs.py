@@ -166,3 +166,13 @@ def test_saved_hyperparameters_are_plain_containers(make_config):
     saved = module.hparams["config"]
     assert type(saved) is dict
     assert saved["model"]["_target_"] == "segsweep.models.nets.unet.UNet"
+
+
+def test_the_parallel_launcher_composes_and_instantiates_with_its_packing_keys(make_config):
+    make_config("hydra.launcher.jobs_per_gpu=2", "hydra.launcher.max_jobs_per_gpu=4")
+    launcher = instantiate(HydraConfig.get().launcher)
+    assert type(launcher).__name__ == "ParallelLauncher"
+    assert (launcher.processes, launcher.jobs_per_gpu, launcher.max_jobs_per_gpu) == ("auto", 2, 4)
+    assert (launcher.gpu_memory_fraction, launcher.footprint_timeout_s) == (0.8, 300)
+    make_config()
+    assert instantiate(HydraConfig.get().launcher).jobs_per_gpu == "auto"  # the default: measured

@@ -125,9 +125,9 @@ def test_the_launcher_plans_one_process_per_gpu_and_says_what_is_free(monkeypatc
     monkeypatch.setattr(machine, "gpus", lambda: [machine.Gpu(index=0, name="Fake GPU", free=10 * GIB, total=80 * GIB)])
     monkeypatch.setattr(basic_launcher, "BasicLauncher", RecordingLauncher)
     with caplog.at_level("INFO"):
-        jobs = ParallelLauncher().launch([["seed=1"], ["seed=2"]], 0)
-    assert jobs[1] == ["seed=2", "threads=8", "hydra.launcher.processes=1"]
-    assert "1 process x 8 thread(s) (8 cores, one GPU each of 1)" in caplog.text
+        jobs = ParallelLauncher(jobs_per_gpu=1).launch([["seed=1"], ["seed=2"]], 0)
+    assert jobs[1] == ["seed=2", "threads=8", "hydra.launcher.processes=1", "hydra.launcher.jobs_per_gpu=1"]
+    assert "1 GPU x 1 job each: 1 process x 8 thread(s) (8 cores)" in caplog.text
     assert "GPU 0 (Fake GPU): 10.0 of 80.0 GiB free" in caplog.text
 
 

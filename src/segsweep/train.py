@@ -21,6 +21,7 @@ from pytorch_lightning.callbacks import ModelSummary, ProgressBar
 from segsweep.app.banner import end_line, next_commands, results_line, run_summary, start_lines
 from segsweep.app.build import build_module, class_weights, instantiate_all
 from segsweep.app.config import CONFIG_DIR
+from segsweep.app.gpu_slots import gpu_slot
 from segsweep.app.launch import adapt_to_launcher, in_multirun
 from segsweep.app.lifecycle import training_command
 from segsweep.app.preflight import checked_command
@@ -73,6 +74,7 @@ def train(cfg: DictConfig, datamodule: SegmentationData, resume_overrides: list[
     metrics_file = next((callback for callback in callbacks if isinstance(callback, MetricsFile)), None)
     if metrics_file is not None:
         metrics_file.threads_chosen(threads)
+        metrics_file.gpu_slot_claimed(gpu_slot())
         if resume_overrides is not None:
             metrics_file.resuming(resume_overrides)
     if weights is not None:

@@ -23,6 +23,12 @@ def compose_config(overrides: Sequence[str], output_dir: str | Path, config_name
     register_resolvers()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    return task_config(cfg, output_dir)
+
+
+def task_config(cfg: DictConfig, output_dir: str | Path) -> DictConfig:
+    """A composed config with its ``hydra`` node (``compose_config``'s, or a launcher's job config saved to a file) as
+    the task function sees it, outputs in ``output_dir``: the global ``HydraConfig`` set from it, the node removed."""
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)
         cfg.hydra.job.num = 0

@@ -1,10 +1,8 @@
-"""How one job adapts to where it runs: inside a multirun, on a multi-GPU host, under SLURM."""
+"""How one job adapts to where it runs: inside a multirun, on a GPU host (a GPU slot per process), under SLURM."""
 
 from __future__ import annotations
 
 import logging
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -13,6 +11,7 @@ from omegaconf import DictConfig, open_dict
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from segsweep import machine
+from segsweep.app.gpu_slots import claim_gpu
 
 log = logging.getLogger(__name__)
 
@@ -39,37 +38,15 @@ def adapt_trainer(trainer: DictConfig, multirun: bool, gpu: int | None) -> None:
         if multirun and trainer.get("strategy") == "ddp":
             log.info("trainer.strategy=ddp inside a multirun runs as ddp_spawn (ddp would re-launch the sweep)")
             trainer.strategy = "ddp_spawn"
-        # Parallel jobs on one multi-GPU host: one GPU per job instead of all of them on GPU 0.
-        gpu_wanted = trainer.get("accelerator") in ("gpu", "cuda", "auto")
-        if multirun and gpu is not None and gpu_wanted and trainer.get("devices") in (1, "1"):
+        # Parallel jobs on a GPU host: each on its process's GPU instead of all of them on GPU 0.
+        if multirun and gpu is not None and one_gpu_trainer(trainer):
             trainer.devices = [gpu]
             log.info("job pinned to GPU %d", gpu)
 
 
-_claimed: dict[str, Any] = {}  # this process's GPU lock: kept open (held) until the process ends
-
-
-def claim_gpu(gpu_count: int, lock_dir: Path | None = None) -> int | None:
-    """The GPU this process keeps for all its jobs: the first one no other process holds (one lock file per GPU,
-    released by the OS when the process ends). Parallel workers so get one GPU each, whichever jobs they are handed;
-    None when every GPU is held (more processes than GPUs)."""
-    if "gpu" in _claimed:
-        return _claimed["gpu"]
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; the caller shares GPUs by job number
-        return None
-    lock_dir = lock_dir or Path(tempfile.gettempdir())
-    for gpu in range(gpu_count):
-        handle = open(lock_dir / f"segsweep-gpu{gpu}.lock", "a")  # noqa: SIM115 (held open on purpose)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            continue
-        _claimed.update(gpu=gpu, handle=handle)
-        return gpu
-    return None
+def one_gpu_trainer(trainer: DictConfig) -> bool:
+    """Whether these trainer settings train on one GPU where there is one (the jobs a launcher may pack on GPUs)."""
+    return trainer.get("accelerator") in ("gpu", "cuda", "auto") and trainer.get("devices") in (1, "1")
 
 
 def trainer_plugins(launcher: str) -> list[Any]:
@@ -77,12 +54,20 @@ def trainer_plugins(launcher: str) -> list[Any]:
     return [SLURMEnvironment(auto_requeue=False)] if "submitit" in launcher.lower() and SLURMEnvironment.detect() else []
 
 
+def _jobs_per_gpu() -> int:
+    """The processes per GPU the parallel launcher planned (it passes them to every job); 1 under other launchers."""
+    planned = HydraConfig.get().launcher.get("jobs_per_gpu", 1) if HydraConfig.initialized() else 1
+    return planned if isinstance(planned, int) and planned >= 1 else 1
+
+
 def adapt_to_launcher(cfg: DictConfig) -> list[Any]:
-    """Apply ``adapt_trainer`` to this job; returns the extra Trainer plugins it needs."""
+    """Apply ``adapt_trainer`` to this job; returns the extra Trainer plugins it needs. In a multirun on a GPU host,
+    a job training on one GPU runs on its process's claimed slot's GPU (also with one GPU: the slot says which of the
+    jobs sharing it this is)."""
     multirun, gpu_count = in_multirun(), machine.gpu_count()
     gpu = None
-    if multirun and gpu_count > 1:
-        gpu = claim_gpu(gpu_count)
-        gpu = job_number() % gpu_count if gpu is None else gpu
+    if multirun and gpu_count >= 1 and one_gpu_trainer(cfg.trainer):
+        claimed = claim_gpu(gpu_count, _jobs_per_gpu())
+        gpu = job_number() % gpu_count if claimed is None else claimed[0]
     adapt_trainer(cfg.trainer, multirun, gpu)
     return trainer_plugins(launcher_target())

@@ -1,13 +1,19 @@
-"""How a multirun uses the machine: how many jobs run side by side (processes) and how many torch threads each gets.
+"""How a multirun uses the machine: how many jobs run side by side (processes), how many share a GPU, their threads.
 
 conf/hydra/launcher/parallel.yaml (the default launcher of multiruns) asks ``plan_split`` once per batch of jobs and
-passes the split to every job as overrides, so each job's records hold the thread count its numbers depend on.
+passes the split to every job as overrides, so each job's records hold the thread count its numbers depend on and the
+packing it ran in. On a GPU host ``jobs_per_gpu`` (``auto``: from each GPU's free memory and the footprint of a job,
+measured by app/gpu_footprint.py) jobs share each GPU; each worker then claims one (GPU, slot) (app/gpu_slots.py).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from segsweep.machine import Gpu
 
 # hydra.launcher.memory_per_job_gb counts binary gigabytes
 GIB = 2**30
@@ -15,17 +21,60 @@ GIB = 2**30
 
 @dataclass(frozen=True)
 class Split:
-    """``processes`` jobs at a time, ``threads`` torch threads each; ``gpus``: one per process when > 0."""
+    """``processes`` jobs at a time, ``threads`` torch threads each; on ``gpus`` GPUs (0: none), at most
+    ``jobs_per_gpu`` processes each; ``footprint``: a job's GPU memory in bytes where it was measured."""
 
     processes: int
     threads: int
     cores: int
     gpus: int = 0
+    jobs_per_gpu: int = 0
+    footprint: int | None = None
 
     def describe(self) -> str:
-        device = f", one GPU each of {self.gpus}" if self.gpus else ""
         plural = "es" if self.processes != 1 else ""
-        return f"{self.processes} process{plural} x {self.threads} thread(s) ({self.cores} cores{device})"
+        if not self.gpus:
+            return f"{self.processes} process{plural} x {self.threads} thread(s) ({self.cores} cores)"
+        gpu_plural = "s" if self.gpus != 1 else ""
+        job_plural = "s" if self.jobs_per_gpu != 1 else ""
+        measured = "" if self.footprint is None else f", {self.footprint / GIB:.2f} GiB of GPU memory a job (measured)"
+        return (
+            f"{self.gpus} GPU{gpu_plural} x {self.jobs_per_gpu} job{job_plural} each: {self.processes} process{plural} x "
+            f"{self.threads} thread(s) ({self.cores} cores{measured})"
+        )
+
+
+def check_launcher(
+    processes: Any = "auto", jobs_per_gpu: Any = "auto", max_jobs_per_gpu: Any = 8, gpu_memory_fraction: Any = 0.8
+) -> None:
+    """The parallel launcher's keys (conf/hydra/launcher/parallel.yaml): a bad value is a ValueError naming the key."""
+    for key, value in (("processes", processes), ("jobs_per_gpu", jobs_per_gpu)):
+        if value != "auto" and not _count(value):
+            raise ValueError(f"hydra.launcher.{key} must be 'auto' or an integer >= 1, got {value!r}")
+    if not _count(max_jobs_per_gpu):
+        raise ValueError(f"hydra.launcher.max_jobs_per_gpu must be an integer >= 1, got {max_jobs_per_gpu!r}")
+    fraction_ok = isinstance(gpu_memory_fraction, (int, float)) and not isinstance(gpu_memory_fraction, bool)
+    if not fraction_ok or not 0 < gpu_memory_fraction <= 1:
+        raise ValueError(f"hydra.launcher.gpu_memory_fraction must be a number in (0, 1], got {gpu_memory_fraction!r}")
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def plan_jobs_per_gpu(
+    setting: int | str, gpus: Sequence[Gpu], footprint: int | None, fraction: float = 0.8, maximum: int = 8
+) -> int:
+    """Jobs per GPU: ``setting`` where it is a number; ``auto``: as many jobs of ``footprint`` bytes (their CUDA
+    context included) as ``fraction`` of the free memory of the GPU with the least holds (the rest: what a job's
+    memory varies by, and fragmentation), at most ``maximum`` (beyond a few processes more only contend for the GPU),
+    at least 1; 1 where no footprint was measured."""
+    if setting != "auto":
+        return int(setting)
+    if footprint is None or footprint <= 0 or not gpus:
+        return 1
+    fits = min(int(gpu.free * fraction // footprint) for gpu in gpus)
+    return max(1, min(maximum, fits))
 
 
 def plan_split(
@@ -35,24 +84,32 @@ def plan_split(
     memory: int | None = None,
     memory_per_job_gb: float = 2.0,
     processes: int | str = "auto",
+    jobs_per_gpu: int = 1,
+    footprint: int | None = None,
 ) -> Split:
-    """``auto``: one process per GPU, else one per core (one thread each: measured faster than fewer processes with
-    more threads, BENCHMARKS.md), never more than the jobs or than ``memory`` (bytes) allows; the cores are shared out
-    evenly. ``cores``, ``gpus`` and ``memory``: what segsweep.machine says this process has."""
+    """``auto``: ``jobs_per_gpu`` processes per GPU, else one per core (one thread each: measured faster than fewer
+    processes with more threads, BENCHMARKS.md), never more than the jobs or than ``memory`` (bytes) allows; the cores
+    are shared out evenly (at least one thread each). On GPUs more than one process per GPU only while each has a core
+    of its own: a process drives its GPU from one Python thread, and two on a core wait for each other.
+    ``cores``, ``gpus`` and ``memory``: what segsweep.machine says this process has. An explicit ``processes`` wins
+    over ``jobs_per_gpu``: its processes are shared out over the GPUs."""
+    check_launcher(processes, jobs_per_gpu)
     if processes == "auto":
-        count = min(jobs, gpus if gpus else cores)
+        count = min(jobs, max(gpus, min(gpus * jobs_per_gpu, cores))) if gpus else min(jobs, cores)
         if memory is not None and memory_per_job_gb > 0:
             count = min(count, int(memory // (memory_per_job_gb * GIB)))
-    elif isinstance(processes, int) and not isinstance(processes, bool) and processes >= 1:
-        count = min(jobs, processes)
     else:
-        raise ValueError(f"hydra.launcher.processes must be 'auto' or an integer >= 1, got {processes!r}")
+        count = min(jobs, int(processes))
     count = max(1, count)
-    return Split(processes=count, threads=max(1, cores // count), cores=cores, gpus=min(gpus, count))
+    used = min(gpus, count)
+    per_gpu = math.ceil(count / used) if used else 0
+    return Split(count, max(1, cores // count), cores, used, per_gpu, footprint if used else None)
 
 
 def with_split(overrides: Sequence[str], split: Split) -> list[str]:
-    """A job's overrides with its thread count (unless the command gave ``threads``) and the launcher's process count."""
+    """A job's overrides with its thread count (unless the command gave ``threads``), the launcher's process count
+    and, on GPUs, the processes per GPU (the slots its worker claims: app/gpu_slots.py)."""
     keys = {override.lstrip("+~").partition("=")[0] for override in overrides}
     added = [] if "threads" in keys else [f"threads={split.threads}"]
-    return [*overrides, *added, f"hydra.launcher.processes={split.processes}"]
+    packing = [f"hydra.launcher.jobs_per_gpu={split.jobs_per_gpu}"] if split.gpus else []
+    return [*overrides, *added, f"hydra.launcher.processes={split.processes}", *packing]

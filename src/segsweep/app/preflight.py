@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from segsweep.app.config import CONFIG_DIR
 from segsweep.app.hydra_callbacks import unfinished_jobs
 from segsweep.app.override_hints import missing_keys, quoted_form, unknown_key_line
+from segsweep.app.parallel import check_launcher
 from segsweep.runs.cli import required_line
 
 # Lines of Hydra's messages that locate an error for a debugger, not for the user.
@@ -74,10 +75,25 @@ def composition_error(config_name: str, argv: Sequence[str]) -> str | None:
                     missing = missing_keys(composed)
                     if missing:  # Hydra would fail resolving hydra.run.dir (ckpt_path), in a traceback
                         return required_line(missing[0])
+                    launcher = _launcher_error(composed.hydra.launcher)
+                    if launcher is not None:  # the launcher would raise it in a traceback
+                        return launcher
             except (HydraException, OmegaConfBaseException) as error:
                 return unknown_key_line(error, name, args.overrides) or error_line(error)
     finally:
         GlobalHydra.instance().clear()
+    return None
+
+
+def _launcher_error(launcher: Any) -> str | None:
+    """The parallel launcher's keys checked (``app.parallel.check_launcher``); None where they hold or it is another."""
+    if not str(launcher.get("_target_", "")).endswith(".ParallelLauncher"):
+        return None
+    keys = ("processes", "jobs_per_gpu", "max_jobs_per_gpu", "gpu_memory_fraction")
+    try:
+        check_launcher(**{key: launcher[key] for key in keys if key in launcher})
+    except ValueError as error:
+        return str(error)
     return None
 
 

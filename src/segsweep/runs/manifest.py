@@ -46,22 +46,32 @@ def now() -> str:
 
 
 def _launch() -> dict[str, Any]:
-    """The launcher of this command (``hydra/launcher`` choice) and how many jobs it ran side by side."""
+    """The launcher of this command (``hydra/launcher`` choice), how many jobs it ran side by side and, on GPUs, how
+    many of them at most on one GPU (the parallel launcher passes both to every job)."""
     if not HydraConfig.initialized():
-        return {"launcher": None, "parallel_processes": None}
+        return {"launcher": None, "parallel_processes": None, "jobs_per_gpu": None}
     hydra = HydraConfig.get()
     processes = hydra.launcher.get("processes", hydra.launcher.get("n_jobs"))
+    jobs_per_gpu = hydra.launcher.get("jobs_per_gpu")
     return {
         "launcher": hydra.runtime.choices.get("hydra/launcher"),
         "parallel_processes": processes if isinstance(processes, int) else None,
+        "jobs_per_gpu": jobs_per_gpu if isinstance(jobs_per_gpu, int) else None,
     }
 
 
 def manifest(
-    seed: int, device: str, channels_last: bool | None = None, fine_tuning: dict[str, Any] | None = None
+    seed: int,
+    device: str,
+    channels_last: bool | None = None,
+    fine_tuning: dict[str, Any] | None = None,
+    gpu_slot: int | None = None,
 ) -> dict[str, Any]:
     """The run's provenance, the speed choices it ran with and how its encoder was fine-tuned (the module's
-    ``fine_tuning``: lr scale, frozen epochs, input normalisation); ``dirty`` is None outside a git checkout."""
+    ``fine_tuning``: lr scale, frozen epochs, input normalisation); ``dirty`` is None outside a git checkout.
+    ``gpu``, ``gpu_slot``: the GPU the run trained on and which of the launcher's ``jobs_per_gpu`` slots on it its
+    process held (app/gpu_slots.py), None on the CPU or where no slot was claimed."""
+    cuda = device.startswith("cuda")
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "git_commit": _git("rev-parse", "HEAD"),
@@ -70,7 +80,9 @@ def manifest(
         "python": platform.python_version(),
         "packages": {package: _version(package) for package in PACKAGES},
         "device": device,
-        "cuda": torch.cuda.get_device_name() if device.startswith("cuda") else None,
+        "cuda": torch.cuda.get_device_name(torch.device(device)) if cuda else None,
+        "gpu": torch.device(device).index if cuda else None,
+        "gpu_slot": gpu_slot if cuda else None,
         # CPU conv reductions depend on the thread count: reruns are bit-identical only at equal counts.
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),

@@ -47,6 +47,7 @@ class MetricsFile(pl.Callback):
         self._restored = False
         self._resume_overrides: list[str] | None = None
         self._threads_choice: dict[str, Any] | None = None
+        self._gpu_slot: int | None = None
 
     def resuming(self, overrides: list[str]) -> None:
         """This command continues the run in its dir, with these (allowed) overrides: an entry in the manifest's ``resumes``."""
@@ -55,6 +56,10 @@ class MetricsFile(pl.Callback):
     def threads_chosen(self, choice: dict[str, Any]) -> None:
         """How the command chose its torch threads (``runs.cli.configure_torch``): the manifest's ``threads_choice``."""
         self._threads_choice = dict(choice)
+
+    def gpu_slot_claimed(self, slot: int | None) -> None:
+        """Which of its GPU's slots this job's process holds (``app.gpu_slots.claim_gpu``): the manifest's ``gpu_slot``."""
+        self._gpu_slot = slot
 
     def weights_used(self, weights: dict[str, float]) -> None:
         """The class weights the loss uses, by class name (the record's ``class_weights``)."""
@@ -94,7 +99,7 @@ class MetricsFile(pl.Callback):
             config = pl_module.hparams.get("config", {})
             channels_last = (config.get("module") or {}).get("channels_last")
             fine_tuning = getattr(pl_module, "fine_tuning", None)
-            self.manifest = manifest(config.get("seed"), str(pl_module.device), channels_last, fine_tuning)
+            self.manifest = manifest(config.get("seed"), str(pl_module.device), channels_last, fine_tuning, self._gpu_slot)
             if self._threads_choice is not None:
                 self.manifest["threads_choice"] = self._threads_choice
         if self._restored or self._resume_overrides is not None:  # the same run, continued by this command
