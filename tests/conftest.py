@@ -30,6 +30,16 @@ def _share_cores_between_workers() -> None:
 _share_cores_between_workers()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` skip without a CUDA device (``scripts/gpu_check.py`` runs them where there is one)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (scripts/gpu_check.py runs it on a GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
     def make(*overrides: str, config_name: str = "train") -> DictConfig:

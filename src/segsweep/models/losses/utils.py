@@ -50,11 +50,16 @@ def prepare_inputs(
         class_weights = class_weights.float()
     valid = target != ignore_index
     out_of_range = valid & ((target < 0) | (target >= num_classes))
-    if out_of_range.any():
-        raise ValueError(
-            f"loss: target labels {target[out_of_range].unique().tolist()} are outside [0, {num_classes}) "
-            f"and are not ignore_index={ignore_index}"
-        )
+    if target.device.type == "cpu":
+        if out_of_range.any():
+            raise ValueError(
+                f"loss: target labels {target[out_of_range].unique().tolist()} are outside [0, {num_classes}) "
+                f"and are not ignore_index={ignore_index}"
+            )
+    else:
+        # On a GPU reading the answer back would stall every step until the device catches up: the check runs on
+        # the device instead, and a bad label stops training with a device-side assertion.
+        torch._assert_async(~out_of_range.any(), f"loss: target labels outside [0, {num_classes}) and not ignore_index")
     return logits.float(), class_weights, valid, target.masked_fill(~valid, 0)
 
 
