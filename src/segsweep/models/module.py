@@ -155,23 +155,27 @@ class SegmentationModule(pl.LightningModule):
             if not torch.isfinite(loss):
                 raise FloatingPointError(_nonfinite_message(loss.item(), self.global_step, self.current_epoch, batch_idx))
             return
+        self.note_nonfinite(loss, batch_idx)
+
+    def note_nonfinite(self, loss: Tensor, batch_idx: int) -> None:
+        """Keep ``loss`` and its step in ``first_nonfinite`` if it is the first non-finite one, all on its device."""
         first = self.first_nonfinite
         new = ~torch.isfinite(loss.detach()) & first[1].isnan()
         values = (loss.detach().float(), self.global_step, self.current_epoch, batch_idx)
         first.copy_(torch.stack([torch.where(new, value, first[i]) for i, value in enumerate(values)]))
 
-    def _raise_noted_nonfinite(self) -> None:
-        """The GPU's noted non-finite loss (``_check_loss``) as the CPU raises it; one synchronisation an epoch."""
+    def raise_noted_nonfinite(self) -> None:
+        """The GPU's noted non-finite loss (``note_nonfinite``) as the CPU raises it; one synchronisation an epoch."""
         loss, step, epoch, batch = self.first_nonfinite.tolist()
         if not math.isnan(step):
             raise FloatingPointError(_nonfinite_message(loss, int(step), int(epoch), int(batch)))
 
     def on_validation_epoch_start(self) -> None:
         if not self.trainer.sanity_checking:
-            self._raise_noted_nonfinite()
+            self.raise_noted_nonfinite()
 
     def on_train_epoch_end(self) -> None:
-        self._raise_noted_nonfinite()
+        self.raise_noted_nonfinite()
 
     def whole_image_logits(self, images: Tensor) -> Tensor:
         """Logits of whole images: by sliding windows of ``inference_roi`` when set (full-resolution numbers, the
