@@ -115,10 +115,12 @@ def step_seconds(cfg: Any, device: str, repeats: int) -> float:
     optimizer = module.optimizer_factory(params=module.parameters())
     images, masks = next(iter(datamodule.train_dataloader()))
     images, masks = images.to(device), masks.to(device)
+    # a GPU job trains under bf16-mixed autocast (trainer=gpu); the CPU study in float32
+    bf16 = device == "cuda" and str(cfg.trainer.precision).startswith("bf16")
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
-        training_step(module, optimizer, images, masks)
+        training_step(module, optimizer, images, masks, autocast=bf16, device_type=device)
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)

@@ -193,7 +193,7 @@ def bench(name: str, options: list[str], deadline: float, out: Path, least_s: fl
     """``bench_sweep.py --device cuda OPTIONS``'s figures, or None (and a line saying why) past the budget."""
     left = deadline - time.monotonic()
     if left < least_s:
-        print(f"{name}  skipped: {left:.0f}s of gpu_check's budget left, under the {least_s:.0f}s it needs", flush=True)
+        print(f"{name}  skipped: {max(left, 0):.0f}s of gpu_check's budget left, under the {least_s:.0f}s it needs", flush=True)
         return None
     result = out / f"{name}.json"
     command = [sys.executable, str(REPO_ROOT / "scripts" / "bench_sweep.py"), "--device", "cuda", "--json", str(result)]

@@ -95,7 +95,13 @@ def test_auto_is_the_dataloader_on_the_cpu_and_bad_values_name_the_key():
 
 def test_the_scenes_are_generated_once_per_device_and_equal_the_cpu_splits():
     datamodule = scenes(on_device=True)
-    split = datamodule.device_split("train", torch.device("cpu"))
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)  # as trainer.deterministic=true leaves it when the loaders are made
+    try:
+        split = datamodule.device_split("train", torch.device("cpu"))
+        assert torch.are_deterministic_algorithms_enabled(), "the trainer's setting is restored"
+    finally:
+        torch.use_deterministic_algorithms(before)
     assert datamodule.device_split("train", torch.device("cpu")) is split
     assert torch.equal(split.images, datamodule.splits["train"].images)
     assert torch.equal(split.masks, datamodule.splits["train"].masks)

@@ -1,8 +1,10 @@
 """scripts/gpu_check.py on the CPU: its wheel list covers every dependency, its pip commands, the install, no-CUDA exit."""
 
 import importlib.util
+import re
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -104,3 +106,29 @@ def test_without_cuda_it_checks_the_install_and_import_then_says_so_in_one_line_
     lines = result.stdout.splitlines()
     assert lines[0].startswith("gpu_check_install  0 wheels in") and lines[0].endswith("import segsweep.train OK")
     assert lines[1:] == ["gpu_check  no CUDA device here: the install and import passed; the gpu tests and benchmarks need one"]
+
+
+def test_a_step_past_the_budget_is_stopped_with_its_children():
+    start = time.monotonic()
+    sleeper = (
+        "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    )
+    assert gpu_check.run_limited([sys.executable, "-c", sleeper], start + 2) is None
+    assert time.monotonic() - start < 20
+    assert gpu_check.run_limited([sys.executable, "-c", "pass"], start + 60) == 0
+
+
+def test_benchmarks_that_would_pass_the_budget_say_so_in_their_line():
+    result = subprocess.run(
+        [sys.executable, "scripts/gpu_check.py", "--benchmarks-until", "1"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    names = [line.split()[0] for line in lines]
+    assert names[0] == "sweep_train_step_gpu" and names[-3:] == [f"compile_step_gpu_{mode}" for mode in gpu_check.COMPILE_MODES]
+    assert all("  skipped: " in line for line in lines), lines
+    assert re.search(r"skipped: \d+s of gpu_check's budget left, under the 30s it needs$", lines[0])

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pytorch_lightning as pl
@@ -155,7 +156,9 @@ class SceneDataModule(DerivedStatistics, pl.LightningDataModule):
     def device_split(self, split: str, device: torch.device) -> SceneDataset:
         """``split`` generated on ``device``, once."""
         if (split, device) not in self.device_splits:
-            self.device_splits[split, device] = SceneDataset(*self.generate(split, device), self._hflip_seed(split))
+            with integer_ops_unchecked():
+                generated = self.generate(split, device)
+            self.device_splits[split, device] = SceneDataset(*generated, self._hflip_seed(split))
         return self.device_splits[split, device]
 
     @property
@@ -205,6 +208,18 @@ class SceneDataModule(DerivedStatistics, pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader("test")
+
+
+@contextmanager
+def integer_ops_unchecked() -> Iterator[None]:
+    """torch's deterministic mode off while scenes are drawn on a device: their scatter-adds and cumulative sums add
+    integers, exact in any order, but under ``trainer.deterministic=true`` torch would refuse some on a GPU."""
+    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 def scene_spec(options: dict[str, Any]) -> SceneSpec:
