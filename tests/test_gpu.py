@@ -20,6 +20,7 @@ from segsweep.train import train
 
 from .helpers.commands import run_module
 from .helpers.outputs import read_metrics
+from .helpers.step_traps import SyncTrap
 from .test_device_batches import assert_same_batches, fake_trainer, scenes
 
 pytestmark = pytest.mark.gpu
@@ -31,34 +32,6 @@ LOSSES = ["ce", "weighted_ce", "dice", "focal", "dice_ce", "tversky", "generaliz
 def on_cuda(trainer):
     trainer.strategy.root_device = CUDA
     return trainer
-
-
-class SyncTrap(pl.Callback):
-    """Makes any host synchronisation an error during training and validation steps after each epoch's first
-    (``torch.cuda.set_sync_debug_mode``): the step, its loss and metrics, backward, the optimizer and every
-    callback's batch-end hook before this one's (it comes last of the config's callbacks)."""
-
-    armed_steps = 0  # over all instances: train() builds the one it uses
-
-    def _arm(self, batch_idx: int) -> None:
-        if batch_idx >= 1:
-            torch.cuda.set_sync_debug_mode("error")
-            SyncTrap.armed_steps += 1
-
-    def _disarm(self) -> None:
-        torch.cuda.set_sync_debug_mode("default")
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._arm(batch_idx)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._disarm()
-
-    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
-        self._arm(batch_idx)
-
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._disarm()
 
 
 @pytest.mark.parametrize("loss", LOSSES)
@@ -120,13 +93,13 @@ def test_training_and_validation_steps_never_synchronise_with_the_host(make_conf
     # with the default callbacks and the progress bar, which updates every step
     cfg = make_config("trainer=gpu", f"loss={loss}", *SMALL, "trainer.max_epochs=1")
     with open_dict(cfg):
-        cfg.callbacks.sync_trap = {"_target_": f"{__name__}.SyncTrap"}
-    SyncTrap.armed_steps = 0
+        cfg.callbacks.sync_trap = {"_target_": "tests.helpers.step_traps.SyncTrap"}
+    SyncTrap.armed = 0
     try:
         metrics = train(cfg, build_datamodule(cfg))
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert SyncTrap.armed_steps == 3 + 1  # the 3 training and 1 validation steps after the epoch's first
+    assert SyncTrap.armed == 3 + 1  # the 3 training and 1 validation steps after the epoch's first
     assert metrics["val/mIoU"] > 0
 
 

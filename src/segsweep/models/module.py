@@ -15,6 +15,7 @@ from segsweep.data.classes import DatasetClasses
 from segsweep.inference import sliding_window_inference
 from segsweep.models.finetune import build_optimizer, check_fine_tuning, fine_tuning_record, set_encoder_trainable
 from segsweep.models.image_counts import ImageIntersectionUnion
+from segsweep.models.losses.utils import checks_on_host
 from segsweep.models.metrics import BoundaryF1, ConfusionMatrix, dice_from_confusion, iou_from_confusion, pixel_accuracy
 from segsweep.models.surface_metrics import SurfaceMetrics
 
@@ -151,7 +152,7 @@ class SegmentationModule(pl.LightningModule):
     def _check_loss(self, loss: Tensor, batch_idx: int) -> None:
         """Stop on a non-finite loss. On the CPU at once; on a GPU asking would make every step wait for the device,
         so the first such step is noted there (no host synchronisation) and raised before the epoch's validation."""
-        if loss.device.type == "cpu":
+        if checks_on_host(loss):
             if not torch.isfinite(loss):
                 raise FloatingPointError(_nonfinite_message(loss.item(), self.global_step, self.current_epoch, batch_idx))
             return
