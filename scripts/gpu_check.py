@@ -256,9 +256,8 @@ def check(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.budget
     wheels = args.wheels.resolve()
     names = install(wheels, wheels / "site")
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([str(wheels / "site"), str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")])
-    )
+    path = [str(wheels / "site"), str(REPO_ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     imported = subprocess.run([sys.executable, "-c", "import segsweep.train, pytest, monai"], env=env, cwd=REPO_ROOT)
     if imported.returncode != 0:
         print(f"gpu_check_install  failed: import segsweep.train with {wheels / 'site'} on the path", flush=True)
