@@ -1,6 +1,7 @@
 """The default sweep against the machine's arithmetic: how close `make sweep` comes to its FLOP limit.
 
 Usage: python scripts/bench_sweep.py [--quick] [--threads N] [--device cpu|cuda] [--baseline CHECKOUT]
+       [--override KEY=VALUE ...] [--step-only] [--json FILE]
 
 1. The FLOPs of the whole sweep (``experiment=loss_comparison``; ``_gpu`` on a GPU): for every job, forward and
    backward of every training step, and the forward of every sanity, validation and test batch. One batch of each
@@ -9,7 +10,8 @@ Usage: python scripts/bench_sweep.py [--quick] [--threads N] [--device cpu|cuda]
    sizes; the losses differ by a negligible number of FLOPs.
 2. The machine's float32 matmul FLOP/s (2048x2048), measured in the same run just before and just after the sweep:
    the higher of one process on every core and the sum of one one-thread process per core multiplying at the same
-   time (how the default launcher uses the cores); the higher of the two measurements is the limit.
+   time (how the default launcher uses the cores); the higher of the two measurements is the limit. On a GPU a
+   4096x4096 matmul in the dtype the experiment trains in (bf16 under ``trainer.precision=bf16-mixed``).
 3. The sweep itself, ``python -m segsweep.train -m experiment=loss_comparison`` into a temporary dir, timed, with the
    default launcher's split of the cores (``segsweep.app.parallel``: here 2 jobs at a time, 1 thread each).
 
@@ -20,17 +22,22 @@ Lines:
 - ``sweep_overhead_share``: the share of a job's wall time that is not training steps (startup, sanity check,
   validation, test, checkpoints, plots, report, and the slowdown of jobs sharing the machine), from the measured
   step time and the sweep's wall time per job and process (target <= 0.10).
+
+``--override`` adds overrides to every job (and to the counted one), ``--step-only`` measures the training step
+alone (no sweep: with ``module.compile=true`` a compiled step), ``--json`` writes the figures (scripts/gpu_check.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,13 +112,16 @@ def step_seconds(cfg: Any, device: str, repeats: int) -> float:
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     module = build_module(cfg, datamodule).to(device).train()
+    module.configure_model()  # as Lightning does before fit: module.compile=true compiles the network here
     optimizer = module.optimizer_factory(params=module.parameters())
     images, masks = next(iter(datamodule.train_dataloader()))
     images, masks = images.to(device), masks.to(device)
+    # a GPU job trains under bf16-mixed autocast (trainer=gpu); the CPU study in float32
+    bf16 = device == "cuda" and str(cfg.trainer.precision).startswith("bf16")
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
-        training_step(module, optimizer, images, masks)
+        training_step(module, optimizer, images, masks, autocast=bf16, device_type=device)
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
@@ -144,17 +154,21 @@ def best_matmul_flops_per_s() -> float:
     return max(measure() for _ in range(3))
 
 
-def matmul_rate(device: str, cores: int) -> float:
+def matmul_rate(device: str, cores: int, dtype: torch.dtype = torch.float32) -> float:
     """The machine's matmul FLOP/s: on a CPU the higher of one process on ``cores`` threads and ``cores`` one-thread
-    processes at the same time."""
+    processes at the same time; on a GPU the best of three timings of ten warmed-up 4096x4096 matmuls in ``dtype``."""
     if device == "cuda":
-        a, b = torch.randn(4096, 4096, device=device), torch.randn(4096, 4096, device=device)
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(10):
-            torch.mm(a, b)
-        torch.cuda.synchronize()
-        return 10 * 2 * 4096**3 / (time.perf_counter() - start)
+        a, b = torch.randn(4096, 4096, device=device, dtype=dtype), torch.randn(4096, 4096, device=device, dtype=dtype)
+        torch.mm(a, b)
+        best = math.inf
+        for _ in range(3):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(10):
+                torch.mm(a, b)
+            torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - start)
+        return 10 * 2 * 4096**3 / best
     threads = torch.get_num_threads()
     torch.set_num_threads(cores)
     one_process = best_matmul_flops_per_s()
@@ -168,12 +182,15 @@ def run(
     device: str = "cpu",
     repeats: int = 10,
     baseline: Path | None = None,
+    extra: Sequence[str] = (),
+    step_only: bool = False,
 ) -> dict[str, Any]:
     """Count, measure and time the sweep; ``quick``: a 2-job sweep of tiny sizes (figures not meaningful).
 
     ``threads``: torch threads per job, and the cores the sweep may use (None: the default launcher's split).
-    ``baseline``: another checkout whose sweep is timed right after this one's, with the same command."""
-    overrides = [experiment(device), *(QUICK_OVERRIDES if quick else ())]
+    ``baseline``: another checkout whose sweep is timed right after this one's, with the same command.
+    ``extra``: overrides of every job; ``step_only``: the training step and the matmul alone, no sweep."""
+    overrides = [experiment(device), *(QUICK_OVERRIDES if quick else ()), *extra]
     if threads:
         overrides.append(f"threads={threads}")
     counted = job_flops(overrides, device)  # one job: every job has the same network and sizes
@@ -190,13 +207,21 @@ def run(
     counted["sweep_flops"] = counted["job_flops"] * jobs
     step_s = step_seconds(cfg, device, 3 if quick else repeats)
     step_rate = best_matmul_flops_per_s() if device == "cpu" else None  # at the job's threads, for the step line
-    before = matmul_rate(device, cores)
+    # a GPU job trains in bf16 under bf16-mixed: its limit is the bf16 matmul rate
+    dtype = torch.bfloat16 if device == "cuda" and str(cfg.trainer.precision).startswith("bf16") else torch.float32
+    before = matmul_rate(device, cores, dtype)
+    if step_only:
+        return {
+            **counted, "device": device, "step_s": step_s, "matmul_flops_per_s": before, "threads": used,
+            "step_matmul_flops_per_s": step_rate or before, "matmul_dtype": str(dtype).removeprefix("torch."),
+            "step_fraction": counted["step_flops"] / step_s / (step_rate or before), "step_only": True,
+        }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         wall = timed_sweep(overrides, Path(tmp) / "sweep", threads)
         # on GPUs the launcher packs as many jobs as it measures room for (hydra.launcher.jobs_per_gpu: auto)
         processes = recorded_processes(Path(tmp) / "sweep") or split.processes
         baseline_wall = timed_sweep(overrides, Path(tmp) / "baseline", threads, baseline) if baseline else None
-    after = matmul_rate(device, cores)
+    after = matmul_rate(device, cores, dtype)
     rate = max(before, after)
     limit = counted["sweep_flops"] / rate
     train_per_job = step_s * counted["train_batches"]
@@ -209,6 +234,7 @@ def run(
         "device": device,
         "quick": quick,
         "matmul_flops_per_s": rate,
+        "matmul_dtype": str(dtype).removeprefix("torch."),
         "step_matmul_flops_per_s": step_rate or rate,
         "sweep_wall_s": wall,
         "baseline": baseline,
@@ -235,7 +261,26 @@ def cfg_sweep_params(overrides: list[str]) -> dict[str, Any]:
     return dict(composed.hydra.sweeper.params or {})
 
 
+def step_line(r: dict[str, Any]) -> str:
+    """``sweep_train_step``: one job's training step against the machine's matmul (a GPU's in the step's dtype)."""
+    suffix = "_gpu" if r["device"] == "cuda" else ""
+    against = f"the device's {r.get('matmul_dtype', 'float32')} matmul" if suffix else "a matmul on as many"
+    return (
+        line(
+            f"sweep_train_step{suffix}",
+            f"achieved={r['step_flops'] / r['step_s'] / 1e9:.1f}GFLOP/s({r['step_s'] * 1e3:.0f}ms/step)",
+            f"matmul={r['step_matmul_flops_per_s'] / 1e9:.1f}GFLOP/s",
+            r["step_fraction"],
+            None,
+            None,
+        )
+        + f"  [one job's training step alone, {r['threads']} thread(s), against {against}]"
+    )
+
+
 def lines(r: dict[str, Any]) -> list[str]:
+    if r.get("step_only"):
+        return [step_line(r)]
     suffix = "_gpu" if r["device"] == "cuda" else ""
     baseline = []
     if r.get("baseline_wall_s"):
@@ -257,15 +302,7 @@ def lines(r: dict[str, Any]) -> list[str]:
             FLOP_FRACTION_TARGET,
         )
         + f"  [{what}]",
-        line(
-            f"sweep_train_step{suffix}",
-            f"achieved={r['step_flops'] / r['step_s'] / 1e9:.1f}GFLOP/s({r['step_s'] * 1e3:.0f}ms/step)",
-            f"matmul={r['step_matmul_flops_per_s'] / 1e9:.1f}GFLOP/s",
-            r["step_fraction"],
-            None,
-            None,
-        )
-        + f"  [one job's training step alone, {r['threads']} thread(s), against a matmul on as many]",
+        step_line(r),
         line(
             f"sweep_overhead_share{suffix}",
             f"not_training={r['job_wall_s'] - r['step_s'] * r['train_batches']:.1f}s",
@@ -286,12 +323,20 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads per job and cores (0: the launcher's split)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--baseline", type=Path, help="another segsweep checkout: its sweep is timed too (before/after)")
+    parser.add_argument("--override", action="append", default=[], help="an override of every job (repeatable)")
+    parser.add_argument("--step-only", action="store_true", help="time the training step alone, no sweep")
+    parser.add_argument("--json", type=Path, help="write the figures to this file too")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print(GPU_SKIPPED)
         return 0
-    for text in lines(run(args.quick, args.threads or None, args.device, baseline=args.baseline)):
-        print(text)
+    result = run(
+        args.quick, args.threads or None, args.device, baseline=args.baseline, extra=args.override, step_only=args.step_only
+    )
+    for text in lines(result):
+        print(text, flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({key: value for key, value in result.items() if key != "baseline"}, default=str))
     return 0
 
 

@@ -146,10 +146,12 @@ def training_step(
     images: torch.Tensor,
     masks: torch.Tensor,
     autocast: bool = False,
+    device_type: str = "cpu",
 ) -> None:
-    """What Lightning's automatic optimisation runs per batch (without the logging)."""
+    """What Lightning's automatic optimisation runs per batch (without the logging); ``autocast``: in bf16 on
+    ``device_type``, as ``trainer.precision=bf16-mixed``."""
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
         loss = module.loss(module(images), masks)
     loss.backward()
     optimizer.step()

@@ -12,6 +12,7 @@ hydra_records          hydra.output_subdir                         app/rundir.py
 dir_name               conf/logger's run names                     app/naming.py: a run directory's own name
 tracking_experiment    conf/logger/mlflow.yaml's experiment_name   app/tracking.py: a sweep is one MLflow experiment
 deterministic_default  trainer.deterministic                       here: True on CPU, "warn" on GPU
+cudnn_benchmark        trainer.benchmark                           here: cuDNN's autotuner where determinism is off
 =====================  ==========================================  ====================================================
 """
 
@@ -30,6 +31,12 @@ def deterministic_default() -> bool | str:
     return "warn" if torch.cuda.is_available() else True
 
 
+def cudnn_benchmark(deterministic: bool | str | None) -> bool:
+    """cuDNN's autotuner (``torch.backends.cudnn.benchmark``) on where the trainer's determinism is off: it times the
+    convolution algorithms for each new input shape and keeps the fastest, which may differ between runs."""
+    return deterministic is None or deterministic is False
+
+
 def register_resolvers() -> None:
     """Our OmegaConf resolvers; every entry point calls this before Hydra composes its config."""
     resolvers = {
@@ -37,6 +44,7 @@ def register_resolvers() -> None:
         "run_suffix": run_suffix,
         "run_dir": run_dir,
         "deterministic_default": deterministic_default,
+        "cudnn_benchmark": cudnn_benchmark,
         "dir_name": dir_name,
         "tracking_experiment": experiment_name,
     }

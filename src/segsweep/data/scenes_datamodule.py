@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from segsweep.data.classes import DatasetClasses
 from segsweep.data.contract import DerivedStatistics
+from segsweep.data.device_batches import DeviceBatches
 from segsweep.data.loaders import data_loader
 from segsweep.data.samplers import SAMPLERS, STREAM_FLIP, epoch_key, train_sampler
 from segsweep.data.scenes import SCENE_CLASSES, SceneSpec, generate_scenes, uniform
@@ -28,11 +30,18 @@ class SceneDataset(Dataset):
         self.images, self.masks, self.hflip_seed = images, masks, hflip_seed
         self._flips: tuple[int, list[bool]] | None = None
 
+    def flip_mask(self, epoch: int) -> Tensor | None:
+        """bool [images] on the CPU: which images ``epoch`` flips (from (seed, epoch), for every image at once); None
+        without flips."""
+        if self.hflip_seed is None:
+            return None
+        keys = epoch_key(self.hflip_seed, epoch) ^ torch.arange(len(self))
+        return uniform(keys, STREAM_FLIP, 1)[:, 0] < 0.5
+
     def flipped(self, index: int, epoch: int) -> bool:
         """Whether ``index`` is flipped in ``epoch``; decided for the whole epoch at once (one hash call, not one per item)."""
         if self._flips is None or self._flips[0] != epoch:
-            keys = epoch_key(self.hflip_seed, epoch) ^ torch.arange(len(self))
-            self._flips = (epoch, (uniform(keys, STREAM_FLIP, 1)[:, 0] < 0.5).tolist())
+            self._flips = (epoch, self.flip_mask(epoch).tolist())
         return self._flips[1][index]
 
     def __len__(self) -> int:
@@ -65,8 +74,12 @@ class SceneDataModule(DerivedStatistics, pl.LightningDataModule):
         multiprocessing_context: str | None = None,
         sampler: str = "uniform",
         repeat_threshold: float = 0.5,
+        on_device: bool | str = "auto",
     ) -> None:
         super().__init__()
+        if on_device not in ("auto", True, False):
+            raise ValueError(f"data.on_device must be auto, true or false, got {on_device!r}")
+        self.on_device = on_device
         if sampler not in SAMPLERS:
             raise ValueError(f"data.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
         if repeat_threshold <= 0:
@@ -91,6 +104,7 @@ class SceneDataModule(DerivedStatistics, pl.LightningDataModule):
         self.generate_batch = generate_batch
         self.multiprocessing_context = multiprocessing_context
         self.splits: dict[str, SceneDataset] = {}
+        self.device_splits: dict[tuple[str, torch.device], SceneDataset] = {}
 
     classes: DatasetClasses = SCENE_CLASSES
     classes_from_data = False  # the scenes' classes are fixed; model.num_classes must match them
@@ -110,22 +124,42 @@ class SceneDataModule(DerivedStatistics, pl.LightningDataModule):
         """The first ``count`` scenes of ``split`` as (uint8 [3,H,W] image, long [H,W] mask) pairs."""
         return list(zip(*self.sample_images(split, count)))
 
-    def generate(self, split: str) -> tuple[Tensor, Tensor]:
-        """All images and masks of ``split``, generated in chunks to bound peak memory."""
-        size = self.split_sizes[split]
+    def generate(self, split: str, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+        """All images and masks of ``split`` on ``device`` (the same there as on the CPU: scenes.py), generated in
+        chunks to bound peak memory."""
+        size, batch = self.split_sizes[split], self.generate_batch
         chunks = [
             generate_scenes(
-                self.spec, self.data_seed, split, torch.arange(start, min(start + self.generate_batch, size)), self.image_size
+                self.spec, self.data_seed, split, torch.arange(start, min(start + batch, size)), self.image_size, device=device
             )
-            for start in range(0, size, self.generate_batch)
+            for start in range(0, size, batch)
         ]
         return torch.cat([images for images, _ in chunks]), torch.cat([masks for _, masks in chunks])
 
     def setup(self, stage: str | None = None) -> None:
         for split in self.split_sizes:
             if split not in self.splits:
-                hflip_seed = self.order_seed if split == "train" and self.hflip else None
-                self.splits[split] = SceneDataset(*self.generate(split), hflip_seed=hflip_seed)
+                self.splits[split] = SceneDataset(*self.generate(split), hflip_seed=self._hflip_seed(split))
+
+    def _hflip_seed(self, split: str) -> int | None:
+        return self.order_seed if split == "train" and self.hflip else None
+
+    @property
+    def batch_device(self) -> torch.device | None:
+        """Where batches are indexed (``data.on_device``): the trainer's CUDA device with ``auto``, its device (the
+        CPU without a trainer) with ``true``; None: a DataLoader over the CPU splits."""
+        root = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if self.on_device == "auto":
+            return root if root.type == "cuda" else None
+        return root if self.on_device else None
+
+    def device_split(self, split: str, device: torch.device) -> SceneDataset:
+        """``split`` generated on ``device``, once."""
+        if (split, device) not in self.device_splits:
+            with integer_ops_unchecked():
+                generated = self.generate(split, device)
+            self.device_splits[split, device] = SceneDataset(*generated, self._hflip_seed(split))
+        return self.device_splits[split, device]
 
     @property
     def class_pixel_counts(self) -> Tensor:
@@ -145,12 +179,19 @@ class SceneDataModule(DerivedStatistics, pl.LightningDataModule):
         """For each class, the pixels of the train images that contain it (median-frequency balancing)."""
         return self.class_presence.sum(dim=0) * self.splits["train"].masks[0].numel()
 
-    def _loader(self, split: str, sampler: Sampler | None = None) -> DataLoader:
+    def _loader(self, split: str, sampler: Sampler | None = None) -> DataLoader | DeviceBatches:
+        device = self.batch_device
+        if device is not None:  # no workers, no pinning: the scenes lie on the device already
+            trainer = self.trainer
+            if sampler is None and trainer is not None and trainer.world_size > 1:
+                # what Lightning gives a val/test DataLoader under DDP: each rank every world_size-th image
+                sampler = DistributedSampler(range(self.split_sizes[split]), trainer.world_size, trainer.global_rank, False)
+            return DeviceBatches(self.device_split(split, device), self.batch_size, sampler)
         return data_loader(
             self.splits[split], self.batch_size, sampler, self.num_workers, self.multiprocessing_context, self.trainer
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
         sampler = train_sampler(
             self.sampler,
             self.split_sizes["train"],
@@ -162,11 +203,23 @@ class SceneDataModule(DerivedStatistics, pl.LightningDataModule):
         log.info("train sampler %s: %d images per epoch (%d distinct)", self.sampler, sampler.epoch_length, sampler.size)
         return self._loader("train", sampler)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader("val")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader("test")
+
+
+@contextmanager
+def integer_ops_unchecked() -> Iterator[None]:
+    """torch's deterministic mode off while scenes are drawn on a device: their scatter-adds and cumulative sums add
+    integers, exact in any order, but under ``trainer.deterministic=true`` torch would refuse some on a GPU."""
+    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 def scene_spec(options: dict[str, Any]) -> SceneSpec:

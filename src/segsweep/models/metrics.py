@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from segsweep.data.classes import IGNORE_INDEX
 
@@ -45,9 +44,39 @@ def pixel_accuracy(confusion: Tensor) -> Tensor:
     return confusion.diag().sum().float() / confusion.sum().float()
 
 
-def confusion_matrix(truth: Tensor, prediction: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """int64 [true, predicted] pixel counts of label maps of any shape; ``ignore_index`` pixels are left out."""
-    return multiclass_confusion_matrix(prediction, truth, num_classes, ignore_index=ignore_index, validate_args=False)
+def confusion_matrix(truth: Tensor, prediction: Tensor, num_classes: int, ignore_index: int | None = IGNORE_INDEX) -> Tensor:
+    """int64 [true, predicted] pixel counts of label maps of any shape; ``ignore_index`` pixels are left out.
+
+    Equal to torchmetrics' ``multiclass_confusion_matrix``, without its host synchronisations (it drops the ignored
+    pixels by boolean indexing and sizes its bincount from the data): the ignored pixels go to one extra bin, and
+    the counts are a scatter-add into a tensor of known size, so a GPU step never waits for the host."""
+    truth, prediction = truth.reshape(-1).long(), prediction.reshape(-1).long()
+    bins = num_classes * num_classes
+    cell = truth * num_classes + prediction
+    if ignore_index is not None:
+        cell = torch.where(truth == ignore_index, bins, cell)
+    counts = torch.zeros(bins + 1, dtype=torch.long, device=cell.device).scatter_add_(0, cell, torch.ones_like(cell))
+    return counts[:bins].view(num_classes, num_classes)
+
+
+class ConfusionMatrix(Metric):
+    """The dataset-level [true, predicted] pixel counts of a split (``confusion_matrix`` summed over batches; summed
+    across DDP ranks), as torchmetrics' ``MulticlassConfusionMatrix`` but free of host synchronisations."""
+
+    is_differentiable = False
+    full_state_update = False
+    confmat: Tensor
+
+    def __init__(self, num_classes: int, ignore_index: int | None = IGNORE_INDEX, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.add_state("confmat", default=torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        self.confmat += confusion_matrix(target, preds, self.num_classes, self.ignore_index)
+
+    def compute(self) -> Tensor:
+        return self.confmat
 
 
 def _boundaries(masks: Tensor, neutral: Tensor) -> Tensor:

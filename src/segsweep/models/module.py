@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -9,16 +10,18 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MetricCollection
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 from segsweep.data.classes import DatasetClasses
 from segsweep.inference import sliding_window_inference
 from segsweep.models.finetune import build_optimizer, check_fine_tuning, fine_tuning_record, set_encoder_trainable
 from segsweep.models.image_counts import ImageIntersectionUnion
-from segsweep.models.metrics import BoundaryF1, dice_from_confusion, iou_from_confusion, pixel_accuracy
+from segsweep.models.losses.utils import checks_on_host
+from segsweep.models.metrics import BoundaryF1, ConfusionMatrix, dice_from_confusion, iou_from_confusion, pixel_accuracy
 from segsweep.models.surface_metrics import SurfaceMetrics
 
 STAGES = ("val", "test")
+# torch.compile's modes: reduce-overhead replays CUDA graphs, max-autotune also searches kernel configurations
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def stage_metrics(
@@ -30,7 +33,7 @@ def stage_metrics(
     )
     return MetricCollection(
         {
-            "confusion": MulticlassConfusionMatrix(classes.num_classes, ignore_index=classes.ignore_index),
+            "confusion": ConfusionMatrix(classes.num_classes, ignore_index=classes.ignore_index),
             "boundary_f1": boundary_f1,
         },
         compute_groups=False,
@@ -42,6 +45,13 @@ def metric_names(class_names: Sequence[str]) -> list[str]:
     per_class = [f"{metric}/{name}" for metric in ("iou", "dice") for name in class_names]
     per_stage = ["loss", "mIoU", "mDice", "pixel_acc", "boundary_f1", *per_class]
     return ["train/loss", "val/mIoU_best", *(f"{stage}/{name}" for stage in STAGES for name in per_stage)]
+
+
+def _nonfinite_message(loss: float, step: int, epoch: int, batch: int) -> str:
+    return (
+        f"loss is {loss} at step {step} (epoch {epoch}, batch {batch}): "
+        "training stopped instead of training on it; lower optimizer.lr or check loss settings"
+    )
 
 
 class SegmentationModule(pl.LightningModule):
@@ -62,6 +72,7 @@ class SegmentationModule(pl.LightningModule):
         boundary_reduction: Literal["per_image", "pooled"] = "per_image",
         channels_last: bool = False,
         compile: bool = False,
+        compile_mode: str = "default",
         config: dict[str, Any] | None = None,
         inference_roi: int | None = None,
         inference_overlap: float = 0.25,
@@ -81,7 +92,11 @@ class SegmentationModule(pl.LightningModule):
         # fine-tuning a pretrained encoder (models/finetune.py): its own lr, frozen for the first epochs
         self.encoder_lr_scale, self.freeze_encoder_epochs = encoder_lr_scale, freeze_encoder_epochs
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.channels_last, self.compile = channels_last, compile
+        if compile_mode not in COMPILE_MODES:
+            raise ValueError(f"module.compile_mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
+        self.channels_last, self.compile, self.compile_mode = channels_last, compile, compile_mode
+        # [loss, step, epoch, batch] of the first non-finite training loss on a GPU (NaN step: none yet); see _check_loss
+        self.register_buffer("first_nonfinite", torch.full((4,), math.nan), persistent=False)
         # val/test on whole images: sliding windows of this size, blended as segsweep.predict does (None: one pass)
         self.inference_roi, self.inference_overlap = inference_roi, inference_overlap
         self.inference_mode, self.inference_tile_batch = inference_mode, inference_tile_batch
@@ -107,7 +122,7 @@ class SegmentationModule(pl.LightningModule):
 
     def configure_model(self) -> None:
         if self.compile and not isinstance(self.net, torch._dynamo.eval_frame.OptimizedModule):
-            self.net = torch.compile(self.net)
+            self.net = torch.compile(self.net, mode=self.compile_mode)
 
     def forward(self, images: Tensor) -> Tensor:
         if self.channels_last:
@@ -130,13 +145,38 @@ class SegmentationModule(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, masks = batch
         loss = self.loss(self(images), masks)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx}): "
-                "training stopped instead of training on it; lower optimizer.lr or check loss settings"
-            )
+        self._check_loss(loss, batch_idx)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=images.shape[0])
         return loss
+
+    def _check_loss(self, loss: Tensor, batch_idx: int) -> None:
+        """Stop on a non-finite loss. On the CPU at once; on a GPU asking would make every step wait for the device,
+        so the first such step is noted there (no host synchronisation) and raised before the epoch's validation."""
+        if checks_on_host(loss):
+            if not torch.isfinite(loss):
+                raise FloatingPointError(_nonfinite_message(loss.item(), self.global_step, self.current_epoch, batch_idx))
+            return
+        self.note_nonfinite(loss, batch_idx)
+
+    def note_nonfinite(self, loss: Tensor, batch_idx: int) -> None:
+        """Keep ``loss`` and its step in ``first_nonfinite`` if it is the first non-finite one, all on its device."""
+        first = self.first_nonfinite
+        new = ~torch.isfinite(loss.detach()) & first[1].isnan()
+        values = (loss.detach().float(), self.global_step, self.current_epoch, batch_idx)
+        first.copy_(torch.stack([torch.where(new, value, first[i]) for i, value in enumerate(values)]))
+
+    def raise_noted_nonfinite(self) -> None:
+        """The GPU's noted non-finite loss (``note_nonfinite``) as the CPU raises it; one synchronisation an epoch."""
+        loss, step, epoch, batch = self.first_nonfinite.tolist()
+        if not math.isnan(step):
+            raise FloatingPointError(_nonfinite_message(loss, int(step), int(epoch), int(batch)))
+
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.raise_noted_nonfinite()
+
+    def on_train_epoch_end(self) -> None:
+        self.raise_noted_nonfinite()
 
     def whole_image_logits(self, images: Tensor) -> Tensor:
         """Logits of whole images: by sliding windows of ``inference_roi`` when set (full-resolution numbers, the

@@ -14,6 +14,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def checks_on_host(tensor: Tensor) -> bool:
+    """Whether checks on ``tensor``'s values may read them on the host at once: on the CPU they cost nothing; on a GPU
+    reading a value back makes the step wait for the device, so checks stay there (asserted or noted on the device)."""
+    return tensor.device.type == "cpu"
+
+
 def register_class_weights(module: nn.Module, class_weights: Tensor | Sequence[float] | None) -> None:
     """Validate ``class_weights`` (finite, non-negative, not all zero) and store them as ``module.class_weights``."""
     # A buffer follows the module across devices; non-persistent so that checkpoints of runs
@@ -50,11 +56,16 @@ def prepare_inputs(
         class_weights = class_weights.float()
     valid = target != ignore_index
     out_of_range = valid & ((target < 0) | (target >= num_classes))
-    if out_of_range.any():
-        raise ValueError(
-            f"loss: target labels {target[out_of_range].unique().tolist()} are outside [0, {num_classes}) "
-            f"and are not ignore_index={ignore_index}"
-        )
+    if checks_on_host(target):
+        if out_of_range.any():
+            raise ValueError(
+                f"loss: target labels {target[out_of_range].unique().tolist()} are outside [0, {num_classes}) "
+                f"and are not ignore_index={ignore_index}"
+            )
+    else:
+        # On a GPU reading the answer back would stall every step until the device catches up: the check runs on
+        # the device instead, and a bad label stops training with a device-side assertion.
+        torch._assert_async(~out_of_range.any(), f"loss: target labels outside [0, {num_classes}) and not ignore_index")
     return logits.float(), class_weights, valid, target.masked_fill(~valid, 0)
 
 
