@@ -1,7 +1,8 @@
 """How a multirun uses the machine: how many jobs run side by side (processes) and how many torch threads each gets.
 
 conf/hydra/launcher/parallel.yaml (the default launcher of multiruns) asks ``plan_split`` once per batch of jobs and
-passes the split to every job as overrides, so each job's records hold the thread count its numbers depend on.
+passes the split to every job as overrides, so each job's records hold the thread count its numbers depend on. The
+Ray launcher (conf/hydra/launcher/ray.yaml) passes each job its CPUs the same way (``with_threads``).
 """
 
 from __future__ import annotations
@@ -51,8 +52,12 @@ def plan_split(
     return Split(processes=count, threads=max(1, cores // count), cores=cores, gpus=min(gpus, count))
 
 
+def with_threads(overrides: Sequence[str], threads: int) -> list[str]:
+    """A job's overrides with ``threads=<threads>``, unless the command gave ``threads`` (which wins)."""
+    keys = {override.lstrip("+~").partition("=")[0] for override in overrides}
+    return [*overrides] if "threads" in keys else [*overrides, f"threads={threads}"]
+
+
 def with_split(overrides: Sequence[str], split: Split) -> list[str]:
     """A job's overrides with its thread count (unless the command gave ``threads``) and the launcher's process count."""
-    keys = {override.lstrip("+~").partition("=")[0] for override in overrides}
-    added = [] if "threads" in keys else [f"threads={split.threads}"]
-    return [*overrides, *added, f"hydra.launcher.processes={split.processes}"]
+    return [*with_threads(overrides, split.threads), f"hydra.launcher.processes={split.processes}"]
