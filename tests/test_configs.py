@@ -5,7 +5,10 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.plugins.launcher import Launcher
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -158,6 +161,23 @@ def test_hydra_and_paths_configs(make_config, tmp_path):
     assert hydra.run.dir.startswith("outputs/train/runs/")
     assert hydra.sweep.dir.startswith("outputs/train/multiruns/")
     assert "experiment" in hydra.job.config.override_dirname.exclude_keys
+
+
+@pytest.mark.parametrize("option", sorted(path.stem for path in (Path(CONFIG_DIR) / "hydra" / "launcher").glob("*.yaml")))
+def test_every_launcher_composes_and_instantiates(option):
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            # slurm.yaml asks for trainer.num_nodes nodes, which the DDP trainers set (README, "Running on a cluster")
+            extra = ["trainer=ddp"] if option == "slurm" else []
+            cfg = compose(config_name="train", overrides=[f"hydra/launcher={option}", *extra], return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+    node = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)  # against the whole config (slurm: trainer.*)
+    assert isinstance(instantiate(OmegaConf.create(node)), Launcher), node
+    if option == "ray":  # the running cluster this machine belongs to, one of its CPUs a job (its torch threads)
+        assert node["ray"]["init"]["address"] == "auto" and node["ray"]["remote"]["num_cpus"] == 1
+        assert node["_target_"] == "hydra_plugins.segsweep_plugins.ray_launcher.RayLauncher"
 
 
 def test_saved_hyperparameters_are_plain_containers(make_config):

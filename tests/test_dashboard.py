@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 
-from .test_tracking import free_port
+from .helpers.servers import free_port
 
 
 def get(port: int, path: str) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,14 +19,9 @@ from segsweep.runs.cli import UsageError
 
 from .helpers.commands import REPO_ROOT, run_module
 from .helpers.outputs import job_dirs, read_metrics
+from .helpers.servers import free_port
 
 FAST = ["debug=fast", "trainer.max_epochs=2"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_every_logger_at_once_records_params_metrics_per_epoch_and_final_metrics(tmp_path):

@@ -33,11 +33,13 @@ from segsweep.runs.callbacks.metrics_file import MetricsFile
 from segsweep.runs.checkpoint import AtomicCheckpointIO
 from segsweep.runs.choices import group_choices
 from segsweep.runs.cli import configure_torch
+from segsweep.runs.console import quiet_known_noise
 from segsweep.runs.files import remove_orphan_temps
 
 log = logging.getLogger(__name__)
 # Here, not in main(): parallel launchers resolve the job's config in worker processes that only import this module.
 register_resolvers()
+quiet_known_noise()  # before Hydra composes: the warnings of composing are known noise too
 
 
 def train(cfg: DictConfig, datamodule: SegmentationData, resume_overrides: list[str] | None = None) -> dict[str, float]:

@@ -17,9 +17,11 @@ def run_module(
     check: bool = True,
     timeout: int = 600,
     unset: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """``python -m module args`` in a subprocess, as a user would type it; ``unset``: environment variables it lacks."""
-    env = {key: value for key, value in os.environ.items() if key not in unset}
+    """``python -m module args`` in a subprocess, as a user would type it; ``unset``: environment variables it lacks,
+    ``env``: its environment instead of this process's."""
+    env = {key: value for key, value in (os.environ if env is None else env).items() if key not in unset}
     env.update(PYTHONUNBUFFERED="1", COLUMNS="120")
     result = subprocess.run(
         [sys.executable, "-m", module, *args],

@@ -1,8 +1,9 @@
-"""How one job adapts to where it runs: inside a multirun, on a GPU host (a GPU slot per process), under SLURM."""
+"""How one job adapts to where it runs (a multirun, a GPU slot per process, SLURM), and the packages of its launcher."""
 
 from __future__ import annotations
 
 import logging
+from importlib.util import find_spec
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -14,6 +15,10 @@ from segsweep import machine
 from segsweep.app.gpu_slots import claim_gpu
 
 log = logging.getLogger(__name__)
+
+# a launcher's class (its _target_'s last name) -> its hydra/launcher option, the modules it needs and the optional
+# dependency group (pyproject.toml) that installs them
+LAUNCHER_PACKAGES = {"RayLauncher": ("ray", ("ray", "hydra_plugins.hydra_ray_launcher"), "cluster")}
 
 
 def in_multirun() -> bool:
@@ -27,6 +32,15 @@ def job_number() -> int:
 
 def launcher_target() -> str:
     return str(HydraConfig.get().launcher.get("_target_", "")) if HydraConfig.initialized() else ""
+
+
+def missing_launcher_package(target: str) -> str | None:
+    """One line naming the extra to install when the launcher ``target`` lacks a package it needs; None when it has them."""
+    option, modules, extra = LAUNCHER_PACKAGES.get(target.rsplit(".", 1)[-1], ("", (), ""))
+    missing = [module.rsplit(".", 1)[-1].replace("_", "-") for module in modules if find_spec(module) is None]
+    if not missing:
+        return None
+    return f"hydra/launcher={option} needs {' and '.join(missing)}: pip install 'segsweep[{extra}]'"
 
 
 def adapt_trainer(trainer: DictConfig, multirun: bool, gpu: int | None) -> None:

@@ -4,6 +4,7 @@ conf/hydra/launcher/parallel.yaml (the default launcher of multiruns) asks ``pla
 passes the split to every job as overrides, so each job's records hold the thread count its numbers depend on and the
 packing it ran in. On a GPU host ``jobs_per_gpu`` (``auto``: from each GPU's free memory and the footprint of a job,
 measured by app/gpu_footprint.py) jobs share each GPU; each worker then claims one (GPU, slot) (app/gpu_slots.py).
+The Ray launcher (conf/hydra/launcher/ray.yaml) passes each job its CPUs the same way (``with_threads``).
 """
 
 from __future__ import annotations
@@ -106,10 +107,14 @@ def plan_split(
     return Split(count, max(1, cores // count), cores, used, per_gpu, footprint if used else None)
 
 
+def with_threads(overrides: Sequence[str], threads: int) -> list[str]:
+    """A job's overrides with ``threads=<threads>``, unless the command gave ``threads`` (which wins)."""
+    keys = {override.lstrip("+~").partition("=")[0] for override in overrides}
+    return [*overrides] if "threads" in keys else [*overrides, f"threads={threads}"]
+
+
 def with_split(overrides: Sequence[str], split: Split) -> list[str]:
     """A job's overrides with its thread count (unless the command gave ``threads``), the launcher's process count
     and, on GPUs, the processes per GPU (the slots its worker claims: app/gpu_slots.py)."""
-    keys = {override.lstrip("+~").partition("=")[0] for override in overrides}
-    added = [] if "threads" in keys else [f"threads={split.threads}"]
     packing = [f"hydra.launcher.jobs_per_gpu={split.jobs_per_gpu}"] if split.gpus else []
-    return [*overrides, *added, f"hydra.launcher.processes={split.processes}", *packing]
+    return [*with_threads(overrides, split.threads), f"hydra.launcher.processes={split.processes}", *packing]

@@ -18,10 +18,12 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, Override, RangeSweep
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf.errors import OmegaConfBaseException
 
 from segsweep.app.config import CONFIG_DIR
 from segsweep.app.hydra_callbacks import unfinished_jobs
+from segsweep.app.launch import missing_launcher_package
 from segsweep.app.override_hints import missing_keys, quoted_form, unknown_key_line
 from segsweep.app.parallel import check_launcher
 from segsweep.runs.cli import required_line
@@ -75,7 +77,10 @@ def composition_error(config_name: str, argv: Sequence[str]) -> str | None:
                     missing = missing_keys(composed)
                     if missing:  # Hydra would fail resolving hydra.run.dir (ckpt_path), in a traceback
                         return required_line(missing[0])
-                    launcher = _launcher_error(composed.hydra.launcher)
+                    # a multirun's launcher without its package (hydra/launcher=ray): which extra to install
+                    launcher = missing_launcher_package(str(composed.hydra.launcher.get("_target_", "")))
+                    if launcher is None or not (args.multirun or composed.hydra.get("mode") == RunMode.MULTIRUN):
+                        launcher = _launcher_error(composed.hydra.launcher)
                     if launcher is not None:  # the launcher would raise it in a traceback
                         return launcher
             except (HydraException, OmegaConfBaseException) as error:

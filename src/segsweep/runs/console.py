@@ -23,6 +23,9 @@ NOISE_WARNINGS = (
     r".*does not have many workers which may be a bottleneck.*",
     # conf/callbacks lists best.ckpt's ModelCheckpoint first on purpose: `test(ckpt_path="best")` is meant to use it.
     r".*is called with Trainer configured with multiple `ModelCheckpoint` callbacks.*",
+    # conf/hydra/launcher/ray.yaml is checked against hydra-ray-launcher's schema of the same name on purpose; Hydra
+    # 1.3 still does so and warns of a removal announced for 1.2
+    r"\s*'hydra/launcher/ray' is validated against ConfigStore schema with the same name",
 )
 NOISE_MESSAGES = (
     # An advertisement for a cloud service, printed by every Trainer.
