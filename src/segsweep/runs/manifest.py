@@ -10,7 +10,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 
 PACKAGES = (
@@ -62,6 +61,8 @@ def manifest(
 ) -> dict[str, Any]:
     """The run's provenance, the speed choices it ran with and how its encoder was fine-tuned (the module's
     ``fine_tuning``: lr scale, frozen epochs, input normalisation); ``dirty`` is None outside a git checkout."""
+    import torch  # here: the run records import this module, and a multirun's launching process needs no torch
+
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "git_commit": _git("rev-parse", "HEAD"),
