@@ -9,6 +9,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, filter_overrides
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,13 @@ class ParallelLauncher(JoblibLauncher):
     def __init__(self, processes: int | str = "auto", memory_per_job_gb: float = 2.0, **joblib: Any) -> None:
         super().__init__(**joblib)
         self.processes, self.memory_per_job_gb = processes, memory_per_job_gb
+        self._early: Any = None  # the thread starting the workers (setup)
+
+    def setup(self, *, config: DictConfig, **kwargs: Any) -> None:
+        super().setup(config=config, **kwargs)
+        from segsweep.app.workers import start_early  # the workers start while Hydra composes every job's config
+
+        self._early = start_early(config, self.joblib, self.processes, self.memory_per_job_gb)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         # imported here: Hydra imports every plugin module whenever a Hydra app starts; keep that light
@@ -51,4 +59,8 @@ class ParallelLauncher(JoblibLauncher):
             basic.setup(hydra_context=self.hydra_context, task_function=self.task_function, config=self.config)
             return basic.launch(jobs, initial_job_idx)
         self.joblib["n_jobs"] = split.processes
-        return super().launch(jobs, initial_job_idx)
+        from segsweep.app.workers import launch  # joblib's launch, telling when workers idle
+
+        if self._early is not None:  # the workers it started are those the jobs run in
+            self._early.join()
+        return launch(self, jobs, initial_job_idx)
