@@ -253,6 +253,7 @@ def test_the_hydra_callback_never_raises(tmp_path, caplog):
 def test_predictions_prepared_while_the_last_jobs_run_are_reused_per_checkpoint(sweep, tmp_path, monkeypatch):
     import segsweep.app.build
     from segsweep import report
+    from segsweep.app import predictions
 
     sweep_dir = tmp_path / "copy"
     shutil.copytree(sweep[0], sweep_dir)
@@ -268,3 +269,4 @@ def test_predictions_prepared_while_the_last_jobs_run_are_reused_per_checkpoint(
         best.write_bytes(best.read_bytes())
     rewritten = build_report(sweep_dir, num_images=2)
     assert [note for note in rewritten.notes if "no predictions" in note and "loaded again" in note]
+    assert not predictions._PREDICTED  # the old checkpoints' predictions are dropped, not kept for good

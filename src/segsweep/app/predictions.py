@@ -36,10 +36,11 @@ def prediction_columns(
     notes: list[str] = []
     datamodules: dict[str, Any] = {}
     shown: set[int] = set()
+    kept: set[tuple[str, int, int, int]] = set()
     for label, run_dir in runs.items():
         name = label.replace("\n", " ")
         try:
-            classes, key, pairs, predicted = _predicted(run_dir, num_images, datamodules)
+            classes, key, pairs, predicted = _predicted(run_dir, num_images, datamodules, kept)
         except Exception as error:  # one unreadable run must not cost the others their column
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
             notes.append(f"{name}: no predictions ({type(error).__name__}: {first_line})")
@@ -52,12 +53,18 @@ def prediction_columns(
             notes.append(f"{name}: its data config differs, so its column shows its own test images")
             label = f"{label}\n(own images)"
         columns[label] = _overlays(pairs, predicted, classes.overlay_colors, shown)
+    # only this call's runs stay: a long-lived process (an adaptive sweep's) holds one report's predictions at most
+    for stale in set(_PREDICTED) - kept:
+        del _PREDICTED[stale]
     legend = [(classes.names[index], classes.overlay_colors[index]) for index in sorted(shown)] if columns else []
     return columns, notes, legend
 
 
-def _predicted(run_dir: Path, num_images: int, datamodules: dict[str, Any]) -> tuple[Any, str, list[Any], list[Any]]:
-    """A run's classes, data key, first ``num_images`` test images and predicted masks; kept per checkpoint file."""
+def _predicted(
+    run_dir: Path, num_images: int, datamodules: dict[str, Any], kept: set[tuple[str, int, int, int]]
+) -> tuple[Any, str, list[Any], list[Any]]:
+    """A run's classes, data key, first ``num_images`` test images and predicted masks; kept per checkpoint file
+    (its key added to ``kept``)."""
     import torch
     from hydra.utils import instantiate
 
@@ -67,6 +74,7 @@ def _predicted(run_dir: Path, num_images: int, datamodules: dict[str, Any]) -> t
 
     stat = resolve_checkpoint(run_dir).stat()
     cached = (str(run_dir), num_images, stat.st_mtime_ns, stat.st_size)
+    kept.add(cached)
     if cached not in _PREDICTED:
         module, cfg = load_module(run_dir)
         key = OmegaConf.to_yaml({key: cfg.data.get(key) for key in TEST_DATA_KEYS})
