@@ -235,7 +235,8 @@ def test_threads_variants_run_in_fresh_processes_with_their_environment():
     assert passive["wait"] == "PASSIVE" and passive["threads"] >= 1 and positive(passive["step_s"])  # torch's default count
     assert one["wait"] is None and one["threads"] == 1
     runs = {name: [one] for name in bench_threads.VARIANTS}
-    lines = bench_threads.lines({"cpu": bench_threads.cpu_name(), "cores": 2, "conditions": {"quiet": runs, "busy": runs}})
+    cpu = bench.load("benchlib").cpu_name()
+    lines = bench_threads.lines({"cpu": cpu, "cores": 2, "conditions": {"quiet": runs, "busy": runs}})
     check_lines(lines[1:-1], 2 * len(bench_threads.VARIANTS))
     assert lines[0].startswith("threads_cpu  ") and lines[-1].startswith("threads_winner  ")
 
