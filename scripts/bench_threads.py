@@ -24,7 +24,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -42,17 +41,6 @@ VARIANTS = {
     "one": ({}, "1"),
 }
 _BURN = "while True: pass"
-
-
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo), else what the platform says."""
-    try:
-        for text in Path("/proc/cpuinfo").read_text().splitlines():
-            if text.startswith("model name"):
-                return text.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def child(threads: str, steps: int, quick: bool) -> dict[str, Any]:
@@ -115,6 +103,8 @@ def run(quick: bool = False, repeats: int | None = None, steps: int | None = Non
     """Both conditions, every variant in its own processes; times in seconds."""
     repeats, steps = repeats or (1 if quick else 2), steps or (2 if quick else 6)
     settle = (0.0 if quick else 60.0) if settle is None else settle
+    from benchlib import cpu_name  # here, as in child(): benchlib imports torch, which this process never needs
+
     results: dict[str, Any] = {"cpu": cpu_name(), "cores": os.cpu_count(), "conditions": {}}
     results["conditions"]["quiet"] = _condition(repeats, steps, quick)
     burner = subprocess.Popen([sys.executable, "-c", _BURN])

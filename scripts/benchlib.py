@@ -7,14 +7,19 @@ Every ``bench_*.py`` imports this module (``import benchlib``: a script's own di
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
+import os
+import platform
+import re
 import statistics
 import subprocess
 import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +215,71 @@ def concurrent_matmul_flops_per_s(processes: int, size: int = 2048, repeats: int
         for worker in workers:
             worker.kill()
             worker.wait()
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what the platform says."""
+    try:
+        for text in Path("/proc/cpuinfo").read_text().splitlines():
+            if text.startswith("model name"):
+                return text.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# a job log line's time stamp, as Hydra's job logging writes it: [2026-12-07 14:04:38,342][...]
+_LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
+
+
+def job_spans(sweep_dir: Path) -> dict[str, tuple[float, float]]:
+    """Each job of a finished sweep dir: the epoch seconds of the first and the last line of its train.log (what the
+    job itself ran: from after its config is composed and its stack imported to its end line)."""
+    spans = {}
+    for log in sorted(sweep_dir.glob("*/train.log")):
+        stamps = [match.group(1) for text in log.read_text().splitlines() if (match := _LOG_TIME.match(text))]
+        if stamps:
+            first, last = (datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp() for stamp in (stamps[0], stamps[-1]))
+            spans[log.parent.name] = (first, last)
+    return spans
+
+
+def job_results(sweep_dir: Path) -> dict[str, Any]:
+    """Each job's numbers in its metrics.json: test metrics, best epoch and the per-epoch history less its wall times."""
+    results = {}
+    for path in sorted(sweep_dir.glob("*/metrics.json")):
+        record = json.loads(path.read_text())
+        history = [{key: value for key, value in entry.items() if key != "time_s"} for entry in record.get("history") or []]
+        results[path.parent.name] = {"test": record.get("test"), "best": record.get("best"), "history": history}
+    return results
+
+
+def differing_jobs(this: Path, other: Path) -> tuple[int, list[str]]:
+    """How many jobs two sweep dirs share, and those whose numbers (``job_results``) are not bit-identical."""
+    ours, theirs = job_results(this), job_results(other)
+    shared = sorted(set(ours) & set(theirs))
+    missing = sorted(set(ours) ^ set(theirs))
+    return len(shared), [name for name in shared if ours[name] != theirs[name]] + [f"{name} (in one only)" for name in missing]
+
+
+def timed_sweep(overrides: list[str], sweep_dir: Path, threads: int | None, checkout: Path = REPO_ROOT) -> dict[str, float]:
+    """A multirun's wall time, its start-up and report, and the seconds its jobs ran, summed (``busy_s``: the
+    core-seconds no job ran are wall x processes less these, bench_sweep.py's docstring), from its jobs' logs;
+    ``checkout``: another clone of segsweep whose code and conf/ run it (``--baseline``)."""
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    if checkout != REPO_ROOT:  # its src/ before the installed (editable) package
+        env["PYTHONPATH"] = os.pathsep.join([str(checkout / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    command = [sys.executable, "-m", "segsweep.train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
+    start, clock = time.time(), time.perf_counter()
+    subprocess.run(command, cwd=checkout, env=env, check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    wall = time.perf_counter() - clock
+    spans = job_spans(sweep_dir).values()
+    busy = sum(last - first for first, last in spans)
+    return {
+        "wall_s": wall,
+        "startup_s": min(first for first, _ in spans) - start,
+        "report_s": start + wall - max(last for _, last in spans),
+        "busy_s": busy,
+    }

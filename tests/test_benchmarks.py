@@ -8,8 +8,10 @@ benchmarks (equal losses of the two training loops) pass.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -169,11 +171,41 @@ def test_sweep_flop_fraction_counts_times_and_reports():
     assert result["sweep_flops"] == pytest.approx(2 * result["job_flops"])
     assert (result["processes"], result["threads"]) == (1, 1)  # --threads 1: one core, so one job at a time
     lines = bench_sweep.lines(result)
-    check_lines(lines, 3)
-    assert [text.split()[0] for text in lines] == ["sweep_flop_fraction", "sweep_train_step", "sweep_overhead_share"]
-    # --baseline: the same sweep timed in another checkout, as a before/after line
-    compared = bench_sweep.lines({**result, "baseline": Path("/old"), "baseline_wall_s": 2 * result["sweep_wall_s"]})
-    assert compared[-1].startswith("sweep_speedup") and "ratio=2" in compared[-1] and "/old" in compared[-1]
+    check_lines(lines, 4)
+    names = ["sweep_flop_fraction", "sweep_train_step", "sweep_overhead_share", "sweep_outside_steps_share"]
+    assert [text.split()[0] for text in lines] == names
+    # the fixed costs, from the jobs' logs: 2 jobs on 1 process, one after the other
+    sweep = result["sweep"]
+    assert 0 < sweep["fixed_share"] < 1 and sweep["startup_s"] > 0 and sweep["report_s"] > 0
+    # --baseline: the same sweep timed in another checkout, as a before/after line, and its jobs' numbers compared
+    compared = bench_sweep.lines(
+        {**result, "baseline": Path("/old"), "baseline_wall_s": 2 * result["sweep_wall_s"], "baseline_sweep": sweep}
+        | {"compared": (2, ["loss=dice,seed=1"])}
+    )
+    assert compared[-2].startswith("sweep_speedup") and "ratio=2" in compared[-2] and "/old" in compared[-2]
+    assert compared[-1].startswith("sweep_identical  identical=1  jobs=2") and "MISS" in compared[-1]
+
+
+def test_two_sweep_dirs_are_compared_job_by_job_and_spanned_by_their_logs(tmp_path):
+    benchlib = bench.load("benchlib")
+    for name, test, start in (("a", 0.5, "10:00:01,250"), ("b", 0.7, "10:00:02,000")):
+        job = tmp_path / "this" / name
+        job.mkdir(parents=True)
+        entry = {"epoch": 1, "val/mIoU": 0.4, "time_s": 3.0}
+        record = {"test": {"test/mIoU": test}, "best": {"epoch": 1}, "history": [entry]}
+        (job / "metrics.json").write_text(json.dumps(record))
+        lines = [f"[2026-12-07 {start}][x][INFO] - first", "  no stamp", "[2026-12-07 10:00:09,000][x][INFO] - end"]
+        (job / "train.log").write_text("\n".join(lines) + "\n")
+    shutil.copytree(tmp_path / "this", tmp_path / "other")
+    spans = benchlib.job_spans(tmp_path / "this")
+    assert [round(last - first, 3) for first, last in spans.values()] == [7.75, 7.0]
+    assert benchlib.differing_jobs(tmp_path / "this", tmp_path / "other") == (2, [])
+    history = tmp_path / "other" / "b" / "metrics.json"
+    history.write_text(history.read_text().replace('"time_s": 3.0', '"time_s": 4.5'))  # wall times may differ
+    assert benchlib.differing_jobs(tmp_path / "this", tmp_path / "other") == (2, [])
+    history.write_text(history.read_text().replace("0.4", "0.40000001"))
+    shutil.rmtree(tmp_path / "other" / "a")
+    assert benchlib.differing_jobs(tmp_path / "this", tmp_path / "other") == (1, ["b", "a (in one only)"])
 
 
 def test_the_machine_matmul_counts_every_core_at_once():
@@ -210,7 +242,8 @@ def test_threads_variants_run_in_fresh_processes_with_their_environment():
     assert passive["wait"] == "PASSIVE" and passive["threads"] >= 1 and positive(passive["step_s"])  # torch's default count
     assert one["wait"] is None and one["threads"] == 1
     runs = {name: [one] for name in bench_threads.VARIANTS}
-    lines = bench_threads.lines({"cpu": bench_threads.cpu_name(), "cores": 2, "conditions": {"quiet": runs, "busy": runs}})
+    cpu = bench.load("benchlib").cpu_name()
+    lines = bench_threads.lines({"cpu": cpu, "cores": 2, "conditions": {"quiet": runs, "busy": runs}})
     check_lines(lines[1:-1], 2 * len(bench_threads.VARIANTS))
     assert lines[0].startswith("threads_cpu  ") and lines[-1].startswith("threads_winner  ")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from segsweep.app.predictions import DISPLAY_SIZE
 from segsweep.app.sources import every_class_scenes
 from segsweep.data.classes import DatasetClasses
 from segsweep.data.scenes import SCENE_CLASSES, SceneSpec, generate_scenes
-from segsweep.report import DISPLAY_SIZE
 from segsweep.runs.visualize import legend, overlay, present, shrink, with_legend
 
 

@@ -248,3 +248,25 @@ def test_the_hydra_callback_never_raises(tmp_path, caplog):
     messages = [record.getMessage() for record in caplog.records]
     assert any(str(tmp_path / "gone") in message and "no such directory" in message for message in messages)
     assert len(messages) == 3 and str(tmp_path / "sweep") in messages[2]
+
+
+def test_predictions_prepared_while_the_last_jobs_run_are_reused_per_checkpoint(sweep, tmp_path, monkeypatch):
+    import segsweep.app.build
+    from segsweep import report
+    from segsweep.app import predictions
+
+    sweep_dir = tmp_path / "copy"
+    shutil.copytree(sweep[0], sweep_dir)
+    report._prepare(str(sweep_dir), 2)  # what SweepReportCallback.on_workers_idle runs in its thread
+
+    def unloadable(*args, **kwargs):
+        raise RuntimeError("loaded again")
+
+    monkeypatch.setattr(segsweep.app.build, "load_module", unloadable)
+    reused = build_report(sweep_dir, num_images=2)
+    assert "predictions" in reused.paths and not [note for note in reused.notes if "no predictions" in note]
+    for best in sweep_dir.glob("*/checkpoints/best.ckpt"):  # checkpoints rewritten since: predicted again
+        best.write_bytes(best.read_bytes())
+    rewritten = build_report(sweep_dir, num_images=2)
+    assert [note for note in rewritten.notes if "no predictions" in note and "loaded again" in note]
+    assert not predictions._PREDICTED  # the old checkpoints' predictions are dropped, not kept for good

@@ -14,15 +14,16 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from segsweep.app.hydra_callbacks import sweep_unfinished
+from segsweep.app.predictions import prediction_columns
 from segsweep.app.tracking import log_sweep_report
 from segsweep.runs.files import remove_orphan_temps, write_text_atomic
 from segsweep.sweep import plots
@@ -37,10 +38,8 @@ from segsweep.sweep.tables import markdown, print_report, to_csv
 
 log = logging.getLogger(__name__)
 
-# Runs that differ only in how they train (order seed, batch size, workers) share their test scenes.
-TEST_DATA_KEYS = ("image_size", "test_size", "data_seed", "scene", "root")
-# px: the longest side of an image in predictions.png (whole images, shrunk to fit its grid)
-DISPLAY_SIZE = 384
+# the predictions of the best runs so far (app/predictions.py), computed in a thread while a multirun's last jobs run
+_PREPARING: list[threading.Thread] = []
 
 
 def _plots(report: Report, num_images: int, search: Search | None) -> None:
@@ -97,8 +96,18 @@ def _plots(report: Report, num_images: int, search: Search | None) -> None:
 
 
 def _predictions(report: Report, path: Path, num_images: int) -> Path | None:
-    """Each group's best run (highest best val mIoU among jobs with a checkpoint) on the same test scenes; in a
-    rarity sweep, the groups of the rarest level (the others have other scenes)."""
+    """Each group's best run on the same test scenes (``_best_runs``)."""
+    runs = _best_runs(report)
+    if not runs:
+        return None
+    columns, notes, legend = prediction_columns(runs, num_images)
+    report.notes.extend(f"predictions.png: {note}" for note in notes)
+    return plots.prediction_grid(columns, legend, path) if columns else None
+
+
+def _best_runs(report: Report) -> dict[str, Path]:
+    """Each group's best run (highest best val mIoU among jobs with a checkpoint) by its column label; in a rarity
+    sweep, the groups of the rarest level (the others have other scenes)."""
     runs = {}
     groups = report.groups
     if report.stratum_key is not None:
@@ -115,69 +124,7 @@ def _predictions(report: Report, path: Path, num_images: int) -> Path | None:
             runs[f"{label}\n({SEED_KEY}={best.overrides[SEED_KEY]})" if SEED_KEY in best.overrides else label] = best.path
         elif group.finished:
             report.notes.append(f"predictions.png: `{label}` left out, none of its jobs has checkpoints/best.ckpt")
-    if not runs:
-        return None
-    columns, notes, legend = prediction_columns(runs, num_images)
-    report.notes.extend(f"predictions.png: {note}" for note in notes)
-    return plots.prediction_grid(columns, legend, path) if columns else None
-
-
-def prediction_columns(
-    runs: Mapping[str, Path], num_images: int
-) -> tuple[dict[str, list[np.ndarray]], list[str], list[tuple[str, tuple[int, int, int]]]]:
-    """Columns of predictions.png: input, ground truth, then each run's prediction of the first ``num_images`` whole
-    test images (segmented at full resolution as the test metrics were, shrunk to `DISPLAY_SIZE`: uint8 [h,w,3]
-    arrays); and the legend, (name, overlay colour) of each class shown. Runs whose checkpoint does not load are
-    left out, with a note."""
-    import torch
-    from hydra.utils import instantiate
-
-    from segsweep.app.build import load_module
-    from segsweep.data.contract import SegmentationData
-    from segsweep.inference import to_unit_float
-    from segsweep.runs.visualize import shrink
-
-    columns: dict[str, list[np.ndarray]] = {}
-    reference_key: str | None = None
-    notes: list[str] = []
-    datamodules: dict[str, SegmentationData] = {}
-    shown: set[int] = set()
-    for label, run_dir in runs.items():
-        name = label.replace("\n", " ")
-        try:
-            module, cfg = load_module(run_dir)
-            key = OmegaConf.to_yaml({key: cfg.data.get(key) for key in TEST_DATA_KEYS})
-            if key not in datamodules:
-                datamodules[key] = instantiate(cfg.data)
-                datamodules[key].setup("test")
-            pairs = datamodules[key].whole_images("test", num_images)
-            with torch.inference_mode():
-                predicted = [module.whole_image_logits(to_unit_float(image[None]))[0].argmax(0) for image, _ in pairs]
-        except Exception as error:  # one unreadable run must not cost the others their column
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            notes.append(f"{name}: no predictions ({type(error).__name__}: {first_line})")
-            continue
-        classes = module.classes
-        if reference_key is None:
-            reference_key = key
-            columns["input"] = [shrink(image, DISPLAY_SIZE).permute(1, 2, 0).numpy() for image, _ in pairs]
-            columns["ground truth"] = _overlays(pairs, [mask for _, mask in pairs], classes.overlay_colors, shown)
-        elif key != reference_key:
-            notes.append(f"{name}: its data config differs, so its column shows its own test images")
-            label = f"{label}\n(own images)"
-        columns[label] = _overlays(pairs, predicted, classes.overlay_colors, shown)
-    legend = [(classes.names[index], classes.overlay_colors[index]) for index in sorted(shown)] if columns else []
-    return columns, notes, legend
-
-
-def _overlays(pairs: Sequence[tuple[Any, Any]], masks: Sequence[Any], colors: Sequence[Any], shown: set[int]) -> list[np.ndarray]:
-    """Each mask over its image in the overlay colours, shrunk to `DISPLAY_SIZE` (uint8 [h,w,3]); adds the classes
-    drawn to ``shown``."""
-    from segsweep.runs.visualize import overlay, present, shrink
-
-    shown.update(present(masks, len(colors)))
-    drawn = (overlay(image[None], mask[None], colors)[0] for (image, _), mask in zip(pairs, masks))
-    return [shrink(image, DISPLAY_SIZE).permute(1, 2, 0).numpy() for image in drawn]
+    return runs
 
 
 def write_report(report: Report, num_images: int = 4, plots: bool = True) -> Report:
@@ -233,6 +180,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _prepare(sweep_dir: str, num_images: int) -> None:
+    """What on_workers_idle starts: the predictions of the sweep's best runs so far, kept (``_PREDICTED``)."""
+    try:
+        prediction_columns(_best_runs(summarize(sweep_dir)), num_images)
+    except Exception:  # the report does it all then
+        log.debug("the report's predictions were not prepared", exc_info=True)
+
+
 class SweepReportCallback(Callback):
     """Hydra callback: writes and prints the sweep report when a multirun ends; never raises."""
 
@@ -256,8 +211,17 @@ class SweepReportCallback(Callback):
         )
         self.on_multirun_end(config)
 
+    def on_workers_idle(self, config: DictConfig, **kwargs: Any) -> None:
+        """The launcher has no job left to start (app/idle_workers.py), so a core idles until the last jobs end: the
+        report's imports and the finished groups' predictions are done there now rather than after them."""
+        if self.plots and self.num_images > 0 and not _PREPARING:
+            _PREPARING.append(threading.Thread(target=_prepare, args=(str(config.hydra.sweep.dir), self.num_images)))
+            _PREPARING[0].start()
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._unfinished = None
+        while _PREPARING:  # its predictions are what the report reuses
+            _PREPARING.pop().join()
         sweep_dir = "<unknown>"
         try:
             sweep_dir = str(config.hydra.sweep.dir)

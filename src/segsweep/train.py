@@ -10,31 +10,18 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import pytorch_lightning as pl
-import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelSummary, ProgressBar
 
-from segsweep.app.banner import end_line, next_commands, results_line, run_summary, start_lines
-from segsweep.app.build import build_module, class_weights, instantiate_all
 from segsweep.app.config import CONFIG_DIR
-from segsweep.app.gpu_slots import gpu_slot
-from segsweep.app.launch import adapt_to_launcher, in_multirun
-from segsweep.app.lifecycle import training_command
 from segsweep.app.preflight import checked_command
-from segsweep.app.pruning import trial_pruning, was_pruned
 from segsweep.app.resolvers import register_resolvers
-from segsweep.app.resume import fit_checkpoint, run_threads
-from segsweep.data.contract import SegmentationData
-from segsweep.runs.callbacks.metrics_file import MetricsFile
-from segsweep.runs.checkpoint import AtomicCheckpointIO
-from segsweep.runs.choices import group_choices
-from segsweep.runs.cli import configure_torch
 from segsweep.runs.console import quiet_known_noise
-from segsweep.runs.files import remove_orphan_temps
+
+if TYPE_CHECKING:
+    from segsweep.data.contract import SegmentationData
 
 log = logging.getLogger(__name__)
 # Here, not in main(): parallel launchers resolve the job's config in worker processes that only import this module.
@@ -44,6 +31,25 @@ quiet_known_noise()  # before Hydra composes: the warnings of composing are know
 
 def train(cfg: DictConfig, datamodule: SegmentationData, resume_overrides: list[str] | None = None) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns the final metrics."""
+    # The job's stack, imported by the job: a multirun's launching process runs none, and importing Lightning there
+    # (6 s) would delay the start of the worker processes that import it again (BENCHMARKS.md, the default sweep).
+    import pytorch_lightning as pl
+    import torch
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import ModelSummary, ProgressBar
+
+    from segsweep.app.banner import end_line, next_commands, results_line, run_summary, start_lines
+    from segsweep.app.build import build_module, class_weights, instantiate_all
+    from segsweep.app.gpu_slots import gpu_slot
+    from segsweep.app.launch import adapt_to_launcher, in_multirun
+    from segsweep.app.pruning import trial_pruning, was_pruned
+    from segsweep.app.resume import fit_checkpoint, run_threads
+    from segsweep.runs.callbacks.metrics_file import MetricsFile
+    from segsweep.runs.checkpoint import AtomicCheckpointIO
+    from segsweep.runs.choices import group_choices
+    from segsweep.runs.cli import configure_torch
+    from segsweep.runs.files import remove_orphan_temps
+
     plugins = adapt_to_launcher(cfg)
     run_dir = Path(cfg.paths.output_dir)
     threads = configure_torch(run_threads(cfg, run_dir, resume_overrides is not None), multirun=in_multirun())
@@ -104,6 +110,8 @@ def train(cfg: DictConfig, datamodule: SegmentationData, resume_overrides: list[
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Returns ``cfg.optimized_metric`` (a list of values for a list of metrics) for hyperparameter sweepers."""
+    from segsweep.app.lifecycle import training_command  # the job's stack: see train()
+
     return training_command(cfg, train)
 
 

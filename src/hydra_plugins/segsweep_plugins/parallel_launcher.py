@@ -41,6 +41,13 @@ class ParallelLauncher(JoblibLauncher):
         self.processes, self.memory_per_job_gb = processes, memory_per_job_gb
         self.jobs_per_gpu, self.max_jobs_per_gpu = jobs_per_gpu, max_jobs_per_gpu
         self.gpu_memory_fraction, self.footprint_timeout_s = gpu_memory_fraction, footprint_timeout_s
+        self._early: Any = None  # the thread starting the workers (setup)
+
+    def setup(self, *, config: DictConfig, **kwargs: Any) -> None:
+        super().setup(config=config, **kwargs)
+        from segsweep.app.workers import start_early  # the workers start while Hydra composes every job's config
+
+        self._early = start_early(config, self.joblib, self.processes, self.memory_per_job_gb)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         # imported here: Hydra imports every plugin module whenever a Hydra app starts; keep that light
@@ -66,7 +73,11 @@ class ParallelLauncher(JoblibLauncher):
             basic.setup(hydra_context=self.hydra_context, task_function=self.task_function, config=self.config)
             return basic.launch(jobs, initial_job_idx)
         self.joblib["n_jobs"] = split.processes
-        return super().launch(jobs, initial_job_idx)
+        from segsweep.app.workers import launch  # joblib's launch, telling when workers idle
+
+        if self._early is not None:  # the workers it started are those the jobs run in
+            self._early.join()
+        return launch(self, jobs, initial_job_idx)
 
     def plan(self, job_overrides: Sequence[Sequence[str]]) -> Split:
         """The split of the machine for these jobs, the free memory of the GPUs they get logged."""

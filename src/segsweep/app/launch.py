@@ -9,9 +9,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
-from pytorch_lightning.plugins.environments import SLURMEnvironment
 
-from segsweep import machine
 from segsweep.app.gpu_slots import claim_gpu
 
 log = logging.getLogger(__name__)
@@ -65,6 +63,10 @@ def one_gpu_trainer(trainer: DictConfig) -> bool:
 
 def trainer_plugins(launcher: str) -> list[Any]:
     """Under the submitit launcher, submitit owns requeue on timeout; Lightning must not requeue too."""
+    # imported here, as machine below: preflight imports this module in a multirun's launching process, which runs no
+    # job and needs no torch (BENCHMARKS.md, the default sweep's fixed costs)
+    from pytorch_lightning.plugins.environments import SLURMEnvironment
+
     return [SLURMEnvironment(auto_requeue=False)] if "submitit" in launcher.lower() and SLURMEnvironment.detect() else []
 
 
@@ -78,6 +80,8 @@ def adapt_to_launcher(cfg: DictConfig) -> list[Any]:
     """Apply ``adapt_trainer`` to this job; returns the extra Trainer plugins it needs. In a multirun on a GPU host,
     a job training on one GPU runs on its process's claimed slot's GPU (also with one GPU: the slot says which of the
     jobs sharing it this is)."""
+    from segsweep import machine
+
     multirun, gpu_count = in_multirun(), machine.gpu_count()
     gpu = None
     if multirun and gpu_count >= 1 and one_gpu_trainer(cfg.trainer):

@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from segsweep.machine import Gpu
+if TYPE_CHECKING:  # machine imports torch; the launching process plans without it
+    from segsweep.machine import Gpu
 
 # hydra.launcher.memory_per_job_gb counts binary gigabytes
 GIB = 2**30

@@ -26,7 +26,6 @@ from segsweep.app.hydra_callbacks import unfinished_jobs
 from segsweep.app.launch import missing_launcher_package
 from segsweep.app.override_hints import missing_keys, quoted_form, unknown_key_line
 from segsweep.app.parallel import check_launcher
-from segsweep.runs.cli import required_line
 
 # Lines of Hydra's messages that locate an error for a debugger, not for the user.
 _DETAIL_PREFIXES = ("full_key:", "object_type=", "reference_type=", "See https://hydra.cc")
@@ -76,6 +75,8 @@ def composition_error(config_name: str, argv: Sequence[str]) -> str | None:
                     composed = compose(config_name=name, overrides=overrides, return_hydra_config=True)
                     missing = missing_keys(composed)
                     if missing:  # Hydra would fail resolving hydra.run.dir (ckpt_path), in a traceback
+                        from segsweep.runs.cli import required_line  # imports torch: only on this error
+
                         return required_line(missing[0])
                     # a multirun's launcher without its package (hydra/launcher=ray): which extra to install
                     launcher = missing_launcher_package(str(composed.hydra.launcher.get("_target_", "")))

@@ -18,7 +18,6 @@ cudnn_benchmark        trainer.benchmark                           here: cuDNN's
 
 from __future__ import annotations
 
-import torch
 from omegaconf import OmegaConf
 
 from segsweep.app.naming import dir_name, job_dirname, run_suffix
@@ -28,6 +27,8 @@ from segsweep.app.tracking import experiment_name
 
 def deterministic_default() -> bool | str:
     """True on CPU (bit-identical reruns); 'warn' on GPU, where some kernels (CE's 2-D NLL) have no deterministic version."""
+    import torch  # here: resolved by jobs; a multirun's launching process composes configs without torch
+
     return "warn" if torch.cuda.is_available() else True
 
 

@@ -15,8 +15,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from segsweep.runs.cli import UsageError
-
 # a logger class -> the package it needs and the optional dependency group (pyproject.toml) that installs it
 PACKAGES = {"MLFlowLogger": ("mlflow", "tracking"), "WandbLogger": ("wandb", "tracking")}
 TIMEOUT_S = 5.0
@@ -33,6 +31,9 @@ def reachable(uri: str, timeout: float = TIMEOUT_S) -> str | None:
 
 def check_loggers(cfg: DictConfig) -> None:
     """Each configured logger's package is installed and its tracking server (an http(s) URI) answers."""
+    # here: runs.cli imports torch and Lightning, and the resolvers (so a multirun's launching process) import this module
+    from segsweep.runs.cli import UsageError
+
     loggers: Any = cfg.get("logger") or {}
     for name, node in loggers.items():
         target = str((node or {}).get("_target_", ""))

@@ -10,7 +10,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 
 PACKAGES = (
@@ -71,6 +70,8 @@ def manifest(
     ``fine_tuning``: lr scale, frozen epochs, input normalisation); ``dirty`` is None outside a git checkout.
     ``gpu``, ``gpu_slot``: the GPU the run trained on and which of the launcher's ``jobs_per_gpu`` slots on it its
     process held (app/gpu_slots.py), None on the CPU or where no slot was claimed."""
+    import torch  # here: the run records import this module, and a multirun's launching process needs no torch
+
     cuda = device.startswith("cuda")
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
