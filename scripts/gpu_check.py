@@ -51,7 +51,7 @@ WHEELS = (
     "alembic", "antlr4-python3-runtime", "cloudpickle", "cmaes", "colorlog", "contourpy", "cycler", "fonttools",
     "hydra-core", "hydra-joblib-launcher", "hydra-submitit-launcher", "iniconfig", "joblib", "kiwisolver", "mako",
     "markdown-it-py", "matplotlib", "mdurl", "monai", "omegaconf", "optuna", "pluggy", "pygments", "pyparsing",
-    "pytest", "pytest-timeout", "python-dateutil", "rich", "scipy", "sqlalchemy", "submitit", "tzdata",
+    "pytest", "pytest-timeout", "python-dateutil", "rich", "scipy", "six", "sqlalchemy", "submitit",
 )  # fmt: skip
 # published as a source archive only: pure Python, built into a wheel here
 FROM_SOURCE = ("antlr4-python3-runtime",)

@@ -14,7 +14,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins import basic_launcher
 from hydra.core.global_hydra import GlobalHydra
-from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
 from hydra_plugins.segsweep_plugins.parallel_launcher import ParallelLauncher
 from segsweep import machine
@@ -54,7 +53,8 @@ def gpu_host(monkeypatch, make_config):
 
 def test_auto_packs_the_gpus_by_the_measured_footprint_and_tells_every_job(gpu_host, monkeypatch, caplog):
     cfg, probed = gpu_host
-    monkeypatch.setattr(JoblibLauncher, "launch", lambda self, jobs, index: (self.joblib["n_jobs"], jobs))
+    # the launcher runs the jobs through app/workers.launch (joblib's launch, results as they finish)
+    monkeypatch.setattr("segsweep.app.workers.launch", lambda launcher, jobs, index: (launcher.joblib["n_jobs"], jobs))
     with caplog.at_level("INFO"):
         n_jobs, jobs = ParallelLauncher().launch([[f"seed={seed}"] for seed in range(15)], 0)
     assert [config for config, _ in probed] == [cfg]  # measured once, on the first job's config

@@ -55,6 +55,7 @@ ALLOWED_TARGETS = frozenset(
         "hydra_plugins.segsweep_plugins.adaptive_sweeper.AdaptiveSeedSweeper",
         "hydra_plugins.segsweep_plugins.optuna_sweeper.OptunaSweeper",
         "hydra_plugins.segsweep_plugins.parallel_launcher.ParallelLauncher",
+        "hydra_plugins.segsweep_plugins.ray_launcher.RayLauncher",
     }
 )
 
