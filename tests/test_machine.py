@@ -1,6 +1,8 @@
 """What the machine offers: cores within OMP_NUM_THREADS, memory within cgroup v1/v2 limits, GPUs and their free memory;
 the launcher, the validation and the data workers read the same numbers."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,8 +84,13 @@ def test_the_cores_are_the_affinity_within_omp_num_threads(monkeypatch):
         assert machine.available_cores() == 4
 
 
-def test_the_gpus_come_with_their_free_memory(monkeypatch):
+@pytest.mark.parametrize("node", machine.GPU_DEVICE_NODES)
+def test_the_gpus_come_with_their_free_memory(tmp_path, monkeypatch, node):
+    (tmp_path / node).parent.mkdir(parents=True)
+    (tmp_path / node).touch()  # a GPU driver's device node: torch is asked
+    monkeypatch.setattr(machine, "ROOT", tmp_path)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: f"Fake GPU {index}")
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: ((10 + index) * GIB, 80 * GIB))
     assert machine.gpu_count() == 2
@@ -91,8 +98,19 @@ def test_the_gpus_come_with_their_free_memory(monkeypatch):
         machine.Gpu(index=0, name="Fake GPU 0", free=10 * GIB, total=80 * GIB),
         machine.Gpu(index=1, name="Fake GPU 1", free=11 * GIB, total=80 * GIB),
     ]
+    assert machine.cuda_available()
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     assert machine.gpus() == [] and machine.gpu_count() == 0
+
+
+def test_without_a_gpu_driver_torch_is_not_asked_or_imported(tmp_path, monkeypatch):
+    monkeypatch.setattr(machine, "ROOT", tmp_path)  # no device node of GPU_DEVICE_NODES
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # what torch would say, were it asked
+    assert machine.gpu_count() == 0 and machine.gpus() == [] and not machine.cuda_available()
+    # a process that asks only this module about its GPUs (a CPU multirun's launcher) does not import torch
+    code = "import sys; from segsweep import machine; machine.gpus(); machine.cuda_available(); print('torch' in sys.modules)"
+    if not any(Path("/", node).exists() for node in machine.GPU_DEVICE_NODES):
+        assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
 
 
 class RecordingLauncher:

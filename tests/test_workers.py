@@ -3,6 +3,8 @@ in job order whatever order they finish in, and the callbacks told once when few
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from types import SimpleNamespace
 from typing import Any
 
@@ -36,6 +38,26 @@ def test_the_first_batch_is_the_grid_of_the_sweeper_params_and_the_command_line(
     assert workers.first_batch_size(grid({}, ["loss=ce,dice,focal", "lr=0.1"])) == 3
     assert workers.first_batch_size(grid({}, ["loss=ce,dice,focal"], max_batch_size=2)) == 2
     assert workers.first_batch_size(composed("hparams_search=optuna")) is None  # an Optuna study asks as it goes
+    assert workers.batch_sizes(grid({}, ["loss=ce,dice,focal", "seed=1,2"], max_batch_size=4)) == [4, 2]
+
+
+def test_a_worker_leaves_its_imports_out_of_the_garbage_collectors_scans():
+    code = "import gc; from segsweep.app import workers; workers._import_job_stack(); print(gc.get_freeze_count())"
+    frozen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert int(frozen) > 100_000  # Lightning's and torch's objects: loky's collection after each job skips them
+
+
+def test_a_command_leaves_what_is_alive_at_exit_out_of_the_final_collection(tmp_path):
+    # an exit hook registered before the command's runs after it (they run in reverse) and sees the objects frozen
+    code = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen at exit', gc.get_freeze_count() > 0))\n"
+        "from segsweep.app.preflight import checked_command\n"
+        "sys.argv = ['segsweep-train', 'seed=3']\n"
+        "checked_command('training', 'train')(lambda cfg: print('ran', gc.get_freeze_count() == 0))()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert result.stdout.splitlines() == ["ran True", "frozen at exit True"]
 
 
 class Told:
@@ -81,3 +103,34 @@ def test_results_come_back_in_job_order_and_the_callbacks_hear_once_when_workers
     assert finishing.arguments["backend"] == "loky" and finishing.arguments["n_jobs"] == 2
     assert finishing.arguments["return_as"] == "generator_unordered"
     assert (tmp_path / "s").is_dir()
+
+
+def test_the_workers_are_released_when_the_sweeps_last_jobs_are_done(monkeypatch, tmp_path):
+    monkeypatch.setattr(workers, "Parallel", lambda **arguments: Finishing([1, 0, 2])(**arguments).run)
+    monkeypatch.setattr(workers, "configure_log", lambda *args: None)
+    released = []
+    monkeypatch.setattr(workers, "_release_workers", lambda: released.append(True))
+    config = grid({}, ["seed=1,2,3,4,5"], max_batch_size=3)
+    config.hydra.merge_with({"hydra_logging": None, "verbose": False, "sweep": {"dir": str(tmp_path / "s")}})
+    context = SimpleNamespace(callbacks=SimpleNamespace(callbacks=[]))
+    launcher = SimpleNamespace(config=config, joblib={"n_jobs": 2}, hydra_context=context, task_function=None)
+    workers.launch(launcher, [["seed=1"], ["seed=2"], ["seed=3"]], initial_job_idx=0)
+    assert released == []  # a second batch of 2 jobs follows: the same workers run it
+    monkeypatch.setattr(workers, "Parallel", lambda **arguments: Finishing([1, 0])(**arguments).run)
+    workers.launch(launcher, [["seed=4"], ["seed=5"]], initial_job_idx=3)
+    assert released == [True]
+    launcher.config = OmegaConf.merge(config, {"hydra": {"sweeper": {"_target_": "an.optuna.Sweeper"}}})
+    workers.launch(launcher, [["seed=4"], ["seed=5"]], initial_job_idx=3)
+    assert released == [True]  # a study may ask for more jobs: its workers stay
+
+
+def test_releasing_the_workers_lets_them_exit_without_waiting():
+    from joblib import Parallel, delayed
+
+    Parallel(n_jobs=2, backend="loky")(delayed(abs)(number) for number in (-1, -2))
+    from joblib.externals.loky import reusable_executor
+
+    executor = reusable_executor._executor
+    workers._release_workers()
+    assert executor._flags.shutdown  # the executor no longer takes jobs; its workers are told to exit
+    Parallel(n_jobs=2, backend="loky")(delayed(abs)(number) for number in (-1, -2))  # a later Parallel starts anew

@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from types import ModuleType
 
 ROOT = Path("/")
+# A CUDA device needs one of these: NVIDIA's control device, WSL2's GPU bridge, ROCm's (HIP's torch.cuda) driver.
+# Without any, torch.cuda sees no device, so it is not asked: importing torch (2 s) would delay a CPU multirun's
+# launching process, which only needs to know that it has no GPU (BENCHMARKS.md, the default sweep).
+GPU_DEVICE_NODES = ("dev/nvidiactl", "dev/dxg", "dev/kfd")
 # cgroup v2 writes "max" where no limit is set, v1 the kernel's largest page count in bytes (9223372036854771712)
 NO_LIMIT = 2**62
 
@@ -127,9 +130,25 @@ def _cgroup_dirs(root: Path, cgroups: Path) -> list[tuple[Path, str, str]]:
     return found
 
 
+def _cuda() -> ModuleType | None:
+    """torch.cuda, or None where no GPU driver's device node exists (``GPU_DEVICE_NODES``), without importing torch."""
+    if not any((ROOT / node).exists() for node in GPU_DEVICE_NODES):
+        return None
+    import torch
+
+    return torch.cuda
+
+
 def gpu_count() -> int:
     """The CUDA devices this process sees (CUDA_VISIBLE_DEVICES applies), counted without opening a CUDA context."""
-    return torch.cuda.device_count()
+    cuda = _cuda()
+    return 0 if cuda is None else cuda.device_count()
+
+
+def cuda_available() -> bool:
+    """``torch.cuda.is_available()``, False without asking torch where no GPU driver is (``GPU_DEVICE_NODES``)."""
+    cuda = _cuda()
+    return cuda is not None and cuda.is_available()
 
 
 def gpus() -> list[Gpu]:
@@ -138,8 +157,13 @@ def gpus() -> list[Gpu]:
     Asking for free memory opens a CUDA context on each device (some hundred MB of its memory while this process
     lives): a job that needs only the count asks ``gpu_count``.
     """
-    inventory = []
-    for index in range(gpu_count()):
+    inventory: list[Gpu] = []
+    count = gpu_count()
+    if not count:
+        return inventory
+    import torch
+
+    for index in range(count):
         free, total = torch.cuda.mem_get_info(index)
         inventory.append(Gpu(index=index, name=torch.cuda.get_device_name(index), free=int(free), total=int(total)))
     return inventory

@@ -26,7 +26,6 @@ from segsweep.app.hydra_callbacks import sweep_unfinished
 from segsweep.app.predictions import prediction_columns
 from segsweep.app.tracking import log_sweep_report
 from segsweep.runs.files import remove_orphan_temps, write_text_atomic
-from segsweep.sweep import plots
 from segsweep.sweep.groups import Report
 from segsweep.sweep.imbalance import rarity_curves
 from segsweep.sweep.jobs import SEED_KEY, ReportError
@@ -43,6 +42,10 @@ _PREPARING: list[threading.Thread] = []
 
 
 def _plots(report: Report, num_images: int, search: Search | None) -> None:
+    # matplotlib (1.2-1.4 s) imported when a report draws: a multirun's launching process imports this module
+    # before it starts its workers (app/workers.py), and imports it here on the core the last jobs leave idle (_prepare)
+    from segsweep.sweep import plots
+
     done = [group for group in report.groups if group.finished]
     if not done:
         return
@@ -100,6 +103,8 @@ def _predictions(report: Report, path: Path, num_images: int) -> Path | None:
     runs = _best_runs(report)
     if not runs:
         return None
+    from segsweep.sweep import plots  # see _plots
+
     columns, notes, legend = prediction_columns(runs, num_images)
     report.notes.extend(f"predictions.png: {note}" for note in notes)
     return plots.prediction_grid(columns, legend, path) if columns else None
@@ -181,8 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _prepare(sweep_dir: str, num_images: int) -> None:
-    """What on_workers_idle starts: the predictions of the sweep's best runs so far, kept (``_PREDICTED``)."""
+    """What on_workers_idle starts: the plots' imports and the predictions of the sweep's best runs so far, kept
+    (``_PREDICTED``)."""
     try:
+        from segsweep.sweep import plots  # noqa: F401  (imported for _plots, on this idle core)
+
         prediction_columns(_best_runs(summarize(sweep_dir)), num_images)
     except Exception:  # the report does it all then
         log.debug("the report's predictions were not prepared", exc_info=True)

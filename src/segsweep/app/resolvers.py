@@ -27,9 +27,9 @@ from segsweep.app.tracking import experiment_name
 
 def deterministic_default() -> bool | str:
     """True on CPU (bit-identical reruns); 'warn' on GPU, where some kernels (CE's 2-D NLL) have no deterministic version."""
-    import torch  # here: resolved by jobs; a multirun's launching process composes configs without torch
+    from segsweep import machine  # here: a multirun's launching process composes its jobs' configs without torch
 
-    return "warn" if torch.cuda.is_available() else True
+    return "warn" if machine.cuda_available() else True
 
 
 def cudnn_benchmark(deterministic: bool | str | None) -> bool:

@@ -21,7 +21,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
 # p-values are found by bisection down to this level (below it: 0): far past any Holm threshold
@@ -99,6 +98,10 @@ def _half_width(alpha: np.ndarray, seed_var: np.ndarray, image_var: np.ndarray, 
     combined as in the modified large-sample method for sums of variance components. The interval's Satterthwaite df,
     estimated from the same few seeds, rejected equal groups 4x too often at the small levels a Holm adjustment uses
     (p < 1/200 in 2.3% of 3-seed studies): a seed spread small by chance inflates that df."""
+    # scipy.stats (0.9 s) imported where a quantile is taken: a multirun's launching process imports the report's
+    # modules before it starts its workers, and computes nothing with them until its jobs have run
+    from scipy import stats as scipy_stats
+
     seed_t = scipy_stats.t.ppf(1 - alpha / 2, seeds - 1)
     image_t = scipy_stats.t.ppf(1 - alpha / 2, max(images - 1, 1))
     return np.sqrt(seed_t**2 * seed_var + image_t**2 * image_var)
@@ -135,6 +138,8 @@ def t_interval(
     # the interval: Welch-Satterthwaite degrees of freedom, accurate at the 95% level (coverage in tests/test_intervals)
     with np.errstate(invalid="ignore", divide="ignore"):
         df = np.where(var > 0, var**2 / (seed_var**2 / (seeds - 1) + image_var**2 / max(images - 1, 1)), np.inf)
+    from scipy import stats as scipy_stats  # see _half_width
+
     if separate:
         half = _half_width(np.array(1 - confidence), seed_var, image_var, seeds, images)
     else:

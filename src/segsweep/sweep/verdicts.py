@@ -16,7 +16,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from segsweep.sweep.intervals import Estimate, SeedResult, paired_estimate, t_interval
 
@@ -97,6 +96,8 @@ def seeds_needed(estimate: Estimate, comparisons: int, alpha: float = ALPHA, loo
     Holm step (``alpha / comparisons``); None when it cannot be estimated or would need more than MAX_SEEDS_SUGGESTED."""
     if estimate is None or estimate.seeds < 2 or not estimate.seed_sd > 0 or estimate.mean == 0:
         return None
+    from scipy import stats as scipy_stats  # imported here for the reason in intervals._half_width
+
     target = level(alpha, looks) / max(comparisons, 1)
     image_var = 0.0 if math.isnan(estimate.image_var) else estimate.image_var
     for seeds in range(estimate.seeds, MAX_SEEDS_SUGGESTED + 1):
