@@ -164,6 +164,14 @@ def test_slurm_launcher_asks_for_one_task_per_device_on_every_node(tmp_path):
     assert "--signal=USR2@" in sbatch and launcher["max_num_timeout"] == 3
 
 
+def test_slurm_launcher_with_the_default_trainer_asks_for_one_node_and_one_task():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)  # trainer=default names no num_nodes
+    assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (1, 1, 1)
+
+
 def test_trainer_adapts_to_multiruns_and_gpu_hosts():
     trainer = OmegaConf.create({"strategy": "ddp", "accelerator": "gpu", "devices": 1})
     adapt_trainer(trainer, multirun=True, gpu=1)
