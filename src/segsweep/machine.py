@@ -157,13 +157,11 @@ def gpus() -> list[Gpu]:
     Asking for free memory opens a CUDA context on each device (some hundred MB of its memory while this process
     lives): a job that needs only the count asks ``gpu_count``.
     """
-    inventory: list[Gpu] = []
-    count = gpu_count()
-    if not count:
-        return inventory
-    import torch
-
-    for index in range(count):
-        free, total = torch.cuda.mem_get_info(index)
-        inventory.append(Gpu(index=index, name=torch.cuda.get_device_name(index), free=int(free), total=int(total)))
+    cuda = _cuda()
+    if cuda is None:
+        return []
+    inventory = []
+    for index in range(cuda.device_count()):
+        free, total = cuda.mem_get_info(index)
+        inventory.append(Gpu(index=index, name=cuda.get_device_name(index), free=int(free), total=int(total)))
     return inventory
